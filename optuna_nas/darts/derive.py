@@ -1,0 +1,74 @@
+"""Genotype derivation (DARTS Section 2.4, with A-DARTS's activations and PC-DARTS's γ).
+
+For each intermediate node keep the two incoming edges whose strongest non-``none`` candidate is
+strongest (edge strength multiplied by the edge-normalisation weight under PC-DARTS); each kept edge
+takes that candidate's operator and, for parameterised operators, its activation: the edge's argmax β
+(factorised), the fixed one, the frozen one (Config-A), or the candidate's own (non-factorised).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..genotypes import CELL_TYPES, Edge, Genotype
+from .supernet import Candidate, SearchNetwork
+
+
+def derive_cell(
+    alpha_weights: torch.Tensor,
+    candidates: Sequence[Candidate],
+    steps: int,
+    edge_activations: Sequence[Sequence[str]],
+    edge_weights: torch.Tensor | None = None,
+    inputs_per_node: int = 2,
+) -> tuple[Edge, ...]:
+    """``alpha_weights`` is softmax(α) [edges, candidates]; ``edge_activations[e]`` lists what edge e
+    computes (one name, or the whole group in non-factorised mode)."""
+    strength = alpha_weights.detach().float().clone()
+    if edge_weights is not None:
+        strength = strength * edge_weights.detach().float().unsqueeze(1)
+    usable = [i for i, c in enumerate(candidates) if not c.is_none]
+    kept: list[Edge] = []
+    start = 0
+    for node in range(steps):
+        n_in = 2 + node
+        rows = strength[start : start + n_in, usable]
+        best_value, best_index = rows.max(dim=1)
+        # stable order: stronger first, ties broken by the lower input index
+        order = sorted(range(n_in), key=lambda j: (-float(best_value[j]), j))[:inputs_per_node]
+        for j in sorted(order):
+            cand = candidates[usable[int(best_index[j])]]
+            acts = edge_activations[start + j]
+            activation = None if cand.activation_index is None else acts[cand.activation_index]
+            kept.append(Edge(cand.op, j, activation))
+        start += n_in
+    return tuple(kept)
+
+
+def derive_genotype(network: SearchNetwork) -> Genotype:
+    config = network.config
+    candidates = config.candidates()
+    cells: dict[str, tuple[Edge, ...]] = {}
+    argmax_acts: dict[str, tuple[str, ...]] = {}
+    with torch.no_grad():
+        for cell_type in CELL_TYPES:
+            alpha, beta, gamma = network.architecture_weights(cell_type)
+            per_edge = [config.edge_activation_names(cell_type, e) for e in range(config.edges_per_cell)]
+            if beta is not None:  # factorised: the edge's activation is its argmax β
+                names = config.space.activations
+                per_edge = [(names[int(i)],) for i in beta.argmax(dim=1)]
+            if config.activation_mode.kind != "non_factorized":
+                argmax_acts[cell_type] = tuple(acts[0] for acts in per_edge)
+            cells[cell_type] = derive_cell(
+                alpha, candidates, config.space.steps, per_edge, gamma, config.space.inputs_per_node
+            )
+    concat = tuple(range(2, 2 + config.space.steps))
+    return Genotype(
+        normal=cells["normal"],
+        normal_concat=concat,
+        reduce=cells["reduce"],
+        reduce_concat=concat,
+        edge_activations=argmax_acts or None,
+    )

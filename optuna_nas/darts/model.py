@@ -1,0 +1,192 @@
+"""Discrete networks built from a genotype: the CIFAR network and the ImageNet mobile-setting network.
+
+Both follow the original DARTS ``model.py``: stem, L cells with reductions at L/3 and 2L/3, an
+auxiliary head after cell 2L/3, drop path on every non-identity edge. Each edge carries its own
+activation (A-DARTS); ``Genotype.with_activation`` overrides them all at retrain time.
+"""
+
+from __future__ import annotations
+
+import torch
+from timm.layers import drop_path
+from torch import nn
+
+from ..errors import NasError
+from ..genotypes import Genotype
+from ..ops import FactorizedReduce, ReLUConvBN, build_operation
+
+
+class Cell(nn.Module):
+    def __init__(self, genotype: Genotype, c_prev_prev: int, c_prev: int, channels: int,
+                 reduction: bool, reduction_prev: bool) -> None:
+        super().__init__()
+        self.reduction = reduction
+        if reduction_prev:
+            self.preprocess0: nn.Module = FactorizedReduce(c_prev_prev, channels, affine=True)
+        else:
+            self.preprocess0 = ReLUConvBN(c_prev_prev, channels, 1, 1, 0, affine=True)
+        self.preprocess1 = ReLUConvBN(c_prev, channels, 1, 1, 0, affine=True)
+        edges, concat = genotype.cell(reduction)
+        self.steps = len(edges) // 2
+        self.concat = concat
+        self.multiplier = len(concat)
+        self.indices = tuple(e.input for e in edges)
+        self.ops = nn.ModuleList(
+            build_operation(e.op, channels, 2 if reduction and e.input < 2 else 1, True, e.effective_activation)
+            for e in edges
+        )
+        self.drop_prob = 0.0
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        for i in range(self.steps):
+            total = None
+            for k in (2 * i, 2 * i + 1):
+                h = self.ops[k](states[self.indices[k]])
+                if self.training and self.drop_prob > 0 and not isinstance(self.ops[k], nn.Identity):
+                    h = drop_path(h, self.drop_prob, self.training)
+                total = h if total is None else total + h
+            states.append(total)
+        return torch.cat([states[i] for i in self.concat], dim=1)
+
+
+class AuxiliaryHeadCIFAR(nn.Module):
+    """Auxiliary classifier for 8x8 feature maps (DARTS); adaptive pooling lets it take other sizes."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.ReLU(inplace=True),
+            nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False),
+            nn.Conv2d(channels, 128, 1, bias=False),
+            nn.BatchNorm2d(128),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False),
+            nn.BatchNorm2d(768),
+            nn.ReLU(inplace=True),
+        )
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] < 8:  # small inputs (digits): bring the map to the 8x8 the head was designed for
+            x = nn.functional.interpolate(x, size=(8, 8), mode="nearest")
+        return self.classifier(self.features(x).flatten(1))
+
+
+class AuxiliaryHeadImageNet(nn.Module):
+    """Auxiliary classifier for 14x14 feature maps (DARTS, including the BatchNorm its code omitted)."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.ReLU(inplace=True),
+            nn.AvgPool2d(5, stride=2, padding=0, count_include_pad=False),
+            nn.Conv2d(channels, 128, 1, bias=False),
+            nn.BatchNorm2d(128),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False),
+            nn.BatchNorm2d(768),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1),
+        )
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).flatten(1))
+
+
+class CIFARStem(nn.Module):
+    """3x3 convolution to ``stem_multiplier * C`` channels; both cell inputs of cell 0 are its output."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        s = self.bn(self.conv(x))
+        return s, s
+
+
+class ImageNetStem(nn.Module):
+    """The mobile setting's three stride-2 convolutions (224 -> 28); cell 0 reads the last two maps."""
+
+    def __init__(self, in_channels: int, channels: int) -> None:
+        super().__init__()
+        self.stem0 = nn.Sequential(
+            nn.Conv2d(in_channels, channels // 2, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(channels // 2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels // 2, channels, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+        )
+        self.stem1 = nn.Sequential(
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        s0 = self.stem0(x)
+        return s0, self.stem1(s0)
+
+
+class DiscreteNetwork(nn.Module):
+    """Stem, cell stack with reductions at L/3 and 2L/3, auxiliary head after cell 2L/3, classifier."""
+
+    def __init__(self, genotype: Genotype, stem: nn.Module, c_stem: int, channels: int, layers: int,
+                 num_classes: int, auxiliary_head: type[nn.Module] | None, reduction_prev: bool) -> None:
+        super().__init__()
+        if layers < 3:
+            raise NasError(f"a network needs at least 3 cells (two are reductions), got {layers}")
+        self.stem = stem
+        c_prev_prev, c_prev, c_curr = c_stem, c_stem, channels
+        cells = []
+        self.aux_position = 2 * layers // 3
+        c_aux = 0
+        for i in range(layers):
+            reduction = i in (layers // 3, 2 * layers // 3)
+            if reduction:
+                c_curr *= 2
+            cell = Cell(genotype, c_prev_prev, c_prev, c_curr, reduction, reduction_prev)
+            cells.append(cell)
+            reduction_prev = reduction
+            c_prev_prev, c_prev = c_prev, cell.multiplier * c_curr
+            if i == self.aux_position:
+                c_aux = c_prev
+        self.cells = nn.ModuleList(cells)
+        self.auxiliary_head = auxiliary_head(c_aux, num_classes) if auxiliary_head else None
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_prev, num_classes)
+        self.drop_path_prob = 0.0
+
+    def set_drop_path(self, prob: float) -> None:
+        self.drop_path_prob = prob
+        for cell in self.cells:
+            cell.drop_prob = prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits; in training mode with an auxiliary head, ``(logits, auxiliary_logits)``."""
+        s0, s1 = self.stem(x)
+        logits_aux = None
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1)
+            if i == self.aux_position and self.auxiliary_head is not None and self.training:
+                logits_aux = self.auxiliary_head(s1)
+        logits = self.classifier(self.global_pooling(s1).flatten(1))
+        return (logits, logits_aux) if logits_aux is not None else logits
+
+
+def network_cifar(genotype: Genotype, channels: int = 36, num_classes: int = 10, layers: int = 20,
+                  auxiliary: bool = True, in_channels: int = 3, stem_multiplier: int = 3) -> DiscreteNetwork:
+    """The CIFAR network (DARTS_V2 at C=36, 20 cells has 3,349,342 parameters without its auxiliary head)."""
+    c_stem = stem_multiplier * channels
+    return DiscreteNetwork(genotype, CIFARStem(in_channels, c_stem), c_stem, channels, layers, num_classes,
+                           AuxiliaryHeadCIFAR if auxiliary else None, reduction_prev=False)
+
+
+def network_imagenet(genotype: Genotype, channels: int = 48, num_classes: int = 1000, layers: int = 14,
+                     auxiliary: bool = True, in_channels: int = 3) -> DiscreteNetwork:
+    """The ImageNet mobile setting: 224x224 input, 14 cells, C chosen to stay under 600M multiply-adds."""
+    return DiscreteNetwork(genotype, ImageNetStem(in_channels, channels), channels, channels, layers,
+                           num_classes, AuxiliaryHeadImageNet if auxiliary else None, reduction_prev=True)

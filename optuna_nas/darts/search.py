@@ -1,0 +1,129 @@
+"""One DARTS-family search run: split the data, build the super-network, run Algorithm 1, derive.
+
+The defaults are A-DARTS's CIFAR-10 search (25 epochs, batch 64, SGD 0.05 → 0.001 cosine for ω,
+Adam 6e-4 / (0.5, 0.999) / 1e-3 for α and β).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from timm.utils import AverageMeter, accuracy
+
+from ..data import ImageDataset, make_batches, split_indices
+from ..errors import NasError
+from ..genotypes import Genotype
+from ..train import (
+    Checkpointer,
+    EpochCallback,
+    EpochLoop,
+    cosine_scheduler,
+    evaluate,
+    progress,
+    seed_everything,
+)
+from .derive import derive_genotype
+from .supernet import SearchNetwork, SuperNetConfig
+from .trilevel import TriLevelOptimizer
+
+
+def _forever(batches: Iterable[Any]) -> Iterator[Any]:
+    """Re-iterate (reshuffling) a loader without end, as DARTS pairs train and val batches."""
+    while True:
+        yield from batches
+
+
+@dataclass
+class SearchSettings:
+    epochs: int = 25
+    batch_size: int = 64
+    lr: float = 0.05
+    lr_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    arch_lr: float = 6e-4
+    arch_betas: tuple[float, float] = (0.5, 0.999)
+    arch_weight_decay: float = 1e-3
+    unrolled: bool = False  # DARTS second order
+    beta_pass: str = "shared"  # see trilevel.py
+    train_portion: float = 0.5  # search-train / search-val halves of the training set
+    warmup_epochs: int = 0  # PC-DARTS on ImageNet: epochs that train ω only before α, β move
+    amp: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise NasError("search epochs and batch size must be >= 1")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise NasError(f"warm-up epochs ({self.warmup_epochs}) must be fewer than epochs ({self.epochs})")
+
+
+@dataclass
+class SearchResult:
+    genotype: Genotype
+    history: list[dict[str, Any]]
+    network: SearchNetwork
+    seconds: float
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def best_val_acc(self) -> float:
+        return max(h["val_acc"] for h in self.history)
+
+
+def run_search(config: SuperNetConfig, data: ImageDataset, settings: SearchSettings, device: torch.device,
+               checkpoint: Checkpointer | None = None, callbacks: list[EpochCallback] | None = None,
+               verbose: bool = True) -> SearchResult:
+    generator = seed_everything(settings.seed)
+    network = SearchNetwork(config).to(device)
+    train_idx, val_idx = split_indices(len(data.train), settings.train_portion, generator)
+    train_batches = make_batches(data, "train", train_idx, settings.batch_size, True, device, generator)
+    val_batches = make_batches(data, "train", val_idx, settings.batch_size, True, device, generator)
+    val_eval = make_batches(data, "train", val_idx, settings.batch_size, False, device, generator)
+
+    w_opt = torch.optim.SGD(network.weight_parameters(), settings.lr, momentum=settings.momentum,
+                            weight_decay=settings.weight_decay)
+
+    def adam(params: list[torch.nn.Parameter]) -> torch.optim.Adam:
+        return torch.optim.Adam(params, lr=settings.arch_lr, betas=settings.arch_betas,
+                                weight_decay=settings.arch_weight_decay)
+
+    a_opt = adam(network.alpha_parameters())
+    b_opt = adam(network.beta_parameters()) if network.beta_parameters() else None
+    trilevel = TriLevelOptimizer(network, w_opt, a_opt, b_opt, settings.grad_clip, settings.unrolled,
+                                 settings.beta_pass, settings.amp)
+    optimizers = {"weights": w_opt, "alphas": a_opt} | ({"betas": b_opt} if b_opt else {})
+    loop = EpochLoop(settings.epochs, {"network": network}, optimizers,
+                     cosine_scheduler(w_opt, settings.epochs, settings.lr_min), generator, checkpoint,
+                     callbacks or [], desc="search", verbose=verbose)
+    elapsed = float(loop.resume().get("seconds", 0.0))
+    started = time.perf_counter()
+
+    def train_epoch(epoch: int) -> dict[str, float]:
+        network.train()
+        loss_meter, acc_meter = AverageMeter(), AverageMeter()
+        search_arch = epoch >= settings.warmup_epochs
+        for (x, y), (xv, yv) in progress(zip(train_batches, _forever(val_batches), strict=False), f"search {epoch + 1}",
+                                         len(train_batches)):
+            if search_arch:
+                loss, logits = trilevel.step(x, y, xv, yv)
+            else:
+                loss, logits = trilevel.weight_step(x, y)
+            loss_meter.update(loss.item(), len(y))
+            acc_meter.update(accuracy(logits.float(), y, topk=(1,))[0].item(), len(y))
+        return {"train_loss": loss_meter.avg, "train_acc": acc_meter.avg}
+
+    def eval_epoch(epoch: int) -> dict[str, Any]:
+        metrics: dict[str, Any] = evaluate(network, val_eval, device, settings.amp)
+        metrics["genotype"] = derive_genotype(network).to_dict()
+        return metrics
+
+    history = loop.run(train_epoch, eval_epoch,
+                       extra=lambda: {"seconds": elapsed + time.perf_counter() - started})
+    return SearchResult(derive_genotype(network), history, network,
+                        elapsed + time.perf_counter() - started, asdict(settings))

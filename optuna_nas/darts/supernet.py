@@ -1,0 +1,293 @@
+"""The DARTS search super-network with A-DARTS activation modes and PC-DARTS partial channels.
+
+Architecture parameters, by name (never mixed up):
+
+- ``alphas_*``  α: operator (candidate) logits, one row per edge;
+- ``betas_*``   β: A-DARTS activation logits, one row per edge (``factorized`` mode only);
+- ``gammas_*``  γ: PC-DARTS edge-normalisation logits, one per edge. PC-DARTS's own code calls these
+  "betas"; here they are γ so they never collide with A-DARTS's β. γ is optimised with α.
+
+Two exact simplifications of DARTS's forward pass, chosen for speed and memory:
+
+- the ``none`` operator contributes ``w * 0`` to the edge sum, so it is skipped; its α still takes
+  part in the softmax that weighs the other operators, so every gradient is unchanged;
+- σ(x) is computed once per edge and shared by the parameterised operators (see ``optuna_nas.ops``),
+  instead of one copy of ReLU(x) inside each of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import NasError
+from ..genotypes import CELL_TYPES
+from ..ops import FactorizedReduce, ReLUConvBN, create_activation, operation_spec
+from ..search_space import SearchSpace
+from .modes import ActivationMode
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One competitor on an edge: an operator and which edge activation feeds it (None: the raw input)."""
+
+    op: str
+    activation_index: int | None
+
+    @property
+    def is_none(self) -> bool:
+        return self.op == "none"
+
+
+@dataclass(frozen=True)
+class SuperNetConfig:
+    space: SearchSpace
+    activation_mode: ActivationMode
+    channels: int = 16
+    layers: int = 8
+    num_classes: int = 10
+    in_channels: int = 3
+    partial_channels: int = 1  # PC-DARTS K: 1/K of the channels go through the mixed operation
+    edge_normalization: bool | None = None  # default: on exactly when partial_channels > 1 (PC-DARTS)
+    stem_multiplier: int = 3
+    # config_a: the frozen per-edge activation names, {"normal": [...], "reduce": [...]}
+    frozen_activations: dict[str, tuple[str, ...]] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.layers < 3:
+            raise NasError(f"a search network needs at least 3 cells (two are reductions), got {self.layers}")
+        if self.channels < 1:
+            raise NasError(f"channels must be positive, got {self.channels}")
+        k = self.partial_channels
+        if k < 1 or self.channels % k or (self.channels // k) % 2:
+            raise NasError(
+                f"--partial-channels {k} does not divide {self.channels} channels into an even share"
+            )
+        mode = self.activation_mode
+        if mode.kind == "config_a":
+            acts = self.frozen_activations
+            if not acts or any(len(acts.get(c, ())) != self.edges_per_cell for c in CELL_TYPES):
+                raise NasError(
+                    "config_a needs the activation of every search edge: pass a genotype written by a "
+                    "factorized search (it records 'edge_activations')"
+                )
+        if mode.kind in ("factorized", "non_factorized") and len(self.space.activations) < 1:
+            raise NasError(f"{mode} needs an activation group")
+
+    @property
+    def edges_per_cell(self) -> int:
+        steps = self.space.steps
+        return steps * (steps + 3) // 2
+
+    @property
+    def use_edge_normalization(self) -> bool:
+        return self.partial_channels > 1 if self.edge_normalization is None else self.edge_normalization
+
+    def candidates(self) -> list[Candidate]:
+        """The α row of an edge: non-factorised mode expands each parameterised operator per activation."""
+        out: list[Candidate] = []
+        for op in self.space.operators:
+            if not operation_spec(op).parameterized:
+                out.append(Candidate(op, None))
+            elif self.activation_mode.kind == "non_factorized":
+                out.extend(Candidate(op, k) for k in range(len(self.space.activations)))
+            else:
+                out.append(Candidate(op, 0))
+        return out
+
+    def candidate_names(self) -> list[str]:
+        acts = self.space.activations
+        return [
+            f"{c.op}@{acts[c.activation_index]}"
+            if self.activation_mode.kind == "non_factorized" and c.activation_index is not None
+            else c.op
+            for c in self.candidates()
+        ]
+
+    def edge_activation_names(self, cell_type: str, edge: int) -> tuple[str, ...]:
+        """The activations an edge computes from its input."""
+        mode = self.activation_mode
+        if mode.kind == "fixed":
+            return (mode.fixed,)  # type: ignore[return-value]
+        if mode.kind == "config_a":
+            return (self.frozen_activations[cell_type][edge],)  # type: ignore[index]
+        return self.space.activations
+
+
+class EdgeActivation(nn.Module):
+    """σ of one edge: one activation, a β-weighted mixture of the group (Eq. 2), or all of them."""
+
+    def __init__(self, names: Sequence[str], mixture: bool) -> None:
+        super().__init__()
+        self.names = tuple(names)
+        self.mixture = mixture
+        self.acts = nn.ModuleList(create_activation(n) for n in names)
+
+    def forward(self, x: torch.Tensor, beta_weights: torch.Tensor | None) -> list[torch.Tensor]:
+        if not self.mixture:
+            return [act(x) for act in self.acts]
+        assert beta_weights is not None
+        mixed = beta_weights[0] * self.acts[0](x)
+        for w, act in zip(beta_weights[1:], self.acts[1:], strict=True):
+            mixed = mixed + w * act(x)
+        return [mixed]
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    b, c, h, w = x.shape
+    return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+
+
+class MixedEdge(nn.Module):
+    """One edge of the search cell: Σ_o softmax(α)_o · o(σ(x)) over its candidates, on 1/K of x."""
+
+    def __init__(self, channels: int, stride: int, candidates: Sequence[Candidate],
+                 activation: EdgeActivation, partial_channels: int) -> None:
+        super().__init__()
+        self.k = partial_channels
+        self.stride = stride
+        self.op_channels = channels // partial_channels
+        self.candidates = tuple(candidates)
+        self.activation = activation if any(c.activation_index is not None for c in candidates) else None
+        ops = []
+        for cand in candidates:
+            if cand.is_none:
+                ops.append(nn.Identity())  # placeholder keeps indices aligned with α; never called
+                continue
+            body = operation_spec(cand.op).factory(self.op_channels, stride, False)
+            if "pool" in cand.op:  # DARTS normalises pooling outputs during search
+                body = nn.Sequential(body, nn.BatchNorm2d(self.op_channels, affine=False))
+            ops.append(body)
+        self.ops = nn.ModuleList(ops)
+        if self.k > 1 and stride > 1:
+            self.bypass_pool = nn.MaxPool2d(2, 2, ceil_mode=True)
+
+    def forward(self, x: torch.Tensor, alpha_weights: torch.Tensor, beta_weights: torch.Tensor | None) -> torch.Tensor:
+        if self.k > 1:
+            x, bypass = x[:, : self.op_channels], x[:, self.op_channels :]
+        activated = self.activation(x, beta_weights) if self.activation is not None else []
+        out: torch.Tensor | None = None
+        for w, cand, op in zip(alpha_weights, self.candidates, self.ops, strict=True):
+            if cand.is_none:
+                continue
+            y = w * op(x if cand.activation_index is None else activated[cand.activation_index])
+            out = y if out is None else out + y
+        assert out is not None
+        if self.k == 1:
+            return out
+        if self.stride > 1:
+            bypass = self.bypass_pool(bypass)
+        return channel_shuffle(torch.cat([out, bypass], dim=1), self.k)
+
+
+class SearchCell(nn.Module):
+    def __init__(self, config: SuperNetConfig, c_prev_prev: int, c_prev: int, channels: int,
+                 reduction: bool, reduction_prev: bool) -> None:
+        super().__init__()
+        self.reduction = reduction
+        self.steps = config.space.steps
+        cell_type = "reduce" if reduction else "normal"
+        if reduction_prev:
+            self.preprocess0: nn.Module = FactorizedReduce(c_prev_prev, channels, affine=False)
+        else:
+            self.preprocess0 = ReLUConvBN(c_prev_prev, channels, 1, 1, 0, affine=False)
+        self.preprocess1 = ReLUConvBN(c_prev, channels, 1, 1, 0, affine=False)
+        candidates = config.candidates()
+        mixture = config.activation_mode.kind == "factorized"
+        edges = []
+        for node in range(self.steps):
+            for src in range(2 + node):
+                stride = 2 if reduction and src < 2 else 1
+                act = EdgeActivation(config.edge_activation_names(cell_type, len(edges)), mixture)
+                edges.append(MixedEdge(channels, stride, candidates, act, config.partial_channels))
+        self.edges = nn.ModuleList(edges)
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, alpha_w: torch.Tensor,
+                beta_w: torch.Tensor | None, edge_w: torch.Tensor | None) -> torch.Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        offset = 0
+        for _ in range(self.steps):
+            total: torch.Tensor | None = None
+            for j, h in enumerate(states):
+                e = offset + j
+                y = self.edges[e](h, alpha_w[e], None if beta_w is None else beta_w[e])
+                if edge_w is not None:
+                    y = edge_w[e] * y
+                total = y if total is None else total + y
+            offset += len(states)
+            states.append(total)  # type: ignore[arg-type]
+        return torch.cat(states[2:], dim=1)
+
+
+class SearchNetwork(nn.Module):
+    """DARTS's 8-cell search network (reductions at 1/3 and 2/3 of the depth) with its α, β, γ."""
+
+    def __init__(self, config: SuperNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        steps, c = config.space.steps, config.channels
+        c_curr = config.stem_multiplier * c
+        self.stem = nn.Sequential(
+            nn.Conv2d(config.in_channels, c_curr, 3, padding=1, bias=False), nn.BatchNorm2d(c_curr)
+        )
+        c_prev_prev, c_prev, c_curr = c_curr, c_curr, c
+        cells, reduction_prev = [], False
+        for i in range(config.layers):
+            reduction = i in (config.layers // 3, 2 * config.layers // 3)
+            if reduction:
+                c_curr *= 2
+            cells.append(SearchCell(config, c_prev_prev, c_prev, c_curr, reduction, reduction_prev))
+            reduction_prev = reduction
+            c_prev_prev, c_prev = c_prev, steps * c_curr
+        self.cells = nn.ModuleList(cells)
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_prev, config.num_classes)
+
+        edges, n_cand = config.edges_per_cell, len(config.candidates())
+        self.alphas_normal = nn.Parameter(1e-3 * torch.randn(edges, n_cand))
+        self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(edges, n_cand))
+        if config.activation_mode.searches_beta:
+            n_act = len(config.space.activations)
+            self.betas_normal = nn.Parameter(1e-3 * torch.randn(edges, n_act))
+            self.betas_reduce = nn.Parameter(1e-3 * torch.randn(edges, n_act))
+        if config.use_edge_normalization:
+            self.gammas_normal = nn.Parameter(1e-3 * torch.randn(edges))
+            self.gammas_reduce = nn.Parameter(1e-3 * torch.randn(edges))
+
+    # ---- parameter groups: each optimiser gets exactly its own
+    def alpha_parameters(self) -> list[nn.Parameter]:
+        """α, plus PC-DARTS's edge-normalisation γ, which is stepped with α as in PC-DARTS."""
+        names = ["alphas_normal", "alphas_reduce", "gammas_normal", "gammas_reduce"]
+        return [getattr(self, n) for n in names if hasattr(self, n)]
+
+    def beta_parameters(self) -> list[nn.Parameter]:
+        return [getattr(self, n) for n in ("betas_normal", "betas_reduce") if hasattr(self, n)]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in self.alpha_parameters() + self.beta_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def architecture_weights(self, cell_type: str) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """softmax(α), softmax(β) and the per-node softmax of γ for one cell type."""
+        alpha = F.softmax(getattr(self, f"alphas_{cell_type}"), dim=-1)
+        beta = getattr(self, f"betas_{cell_type}", None)
+        beta = None if beta is None else F.softmax(beta, dim=-1)
+        gamma = getattr(self, f"gammas_{cell_type}", None)
+        if gamma is not None:
+            parts, start = [], 0
+            for node in range(self.config.space.steps):
+                parts.append(F.softmax(gamma[start : start + 2 + node], dim=-1))
+                start += 2 + node
+            gamma = torch.cat(parts)
+        return alpha, beta, gamma
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = {t: self.architecture_weights(t) for t in CELL_TYPES}
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1, *weights["reduce" if cell.reduction else "normal"])
+        return self.classifier(self.global_pooling(s1).flatten(1))

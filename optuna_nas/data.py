@@ -1,0 +1,312 @@
+"""Datasets, splits and augmentation.
+
+Dataset specs (``--dataset``):
+
+- ``digits``: scikit-learn's 1,797 real 8x8 handwritten digits (embedded, always available);
+- ``cifar10`` / ``cifar100``: torchvision, from ``--data-root`` (downloaded there with ``--download``);
+- ``npz:PATH``: arrays ``x_train`` (N,H,W[,C] uint8), ``y_train``, ``x_test``, ``y_test``;
+- ``imagefolder:PATH``: torchvision ImageFolder trees ``PATH/train`` and ``PATH/val`` (ImageNet layout);
+- ``synthetic``: small random class-dependent images for tests.
+
+In-memory datasets (all but ImageFolder) are kept as one uint8 tensor and augmented per batch on the
+training device (GPU-resident when the model is on a GPU): crop after padding (pad = size/8), flip,
+cutout (side = size/2), normalisation with the training set's per-channel mean and std. Flipping is
+off for single-channel images, whose classes (digits, letters) are not mirror-invariant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import NasError
+
+DEFAULT_DATA_ROOT = Path.home() / ".cache" / "optuna-nas" / "data"
+
+
+@dataclass
+class Augment:
+    crop_padding: int = 0
+    flip: bool = False
+    cutout: int = 0
+
+    @classmethod
+    def standard(cls, image_size: int, channels: int, cutout: bool) -> Augment:
+        return cls(crop_padding=max(1, image_size // 8), flip=channels == 3,
+                   cutout=image_size // 2 if cutout else 0)
+
+
+class TensorSource:
+    """Images held in memory as uint8 N x C x H x W, labels int64."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise NasError(f"images must be uint8 N x C x H x W, got {tuple(images.shape)} {images.dtype}")
+        if len(images) != len(labels):
+            raise NasError(f"{len(images)} images but {len(labels)} labels")
+        self.images = images
+        self.labels = labels.long()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class ImageDataset:
+    name: str
+    train: TensorSource | torch.utils.data.Dataset
+    test: TensorSource | torch.utils.data.Dataset
+    num_classes: int
+    in_channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.in_channels, self.image_size, self.image_size)
+
+
+class TensorBatches:
+    """Shuffled (or ordered) mini-batches of a TensorSource, augmented and normalised on ``device``."""
+
+    def __init__(self, source: TensorSource, indices: Sequence[int] | None, batch_size: int, shuffle: bool,
+                 augment: Augment | None, mean: Sequence[float], std: Sequence[float],
+                 device: torch.device, generator: torch.Generator, drop_last: bool = False) -> None:
+        self.source = source
+        self.indices = torch.as_tensor(list(range(len(source))) if indices is None else list(indices))
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.augment = augment
+        self.device = device
+        self.generator = generator
+        self.drop_last = drop_last and len(self.indices) >= batch_size
+        c = source.images.shape[1]
+        self.mean = torch.tensor(mean, device=device).view(1, c, 1, 1)
+        self.std = torch.tensor(std, device=device).view(1, c, 1, 1)
+        self._images = source.images.to(device)
+        self._labels = source.labels.to(device)
+
+    def __len__(self) -> int:
+        n = len(self.indices)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self.indices
+        if self.shuffle:
+            order = order[torch.randperm(len(order), generator=self.generator)]
+        for b in range(len(self)):
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size].to(self.device)
+            x = (self._images[idx].float().div_(255.0) - self.mean) / self.std
+            if self.augment is not None:  # after normalising, so padding and cutout fill with the mean
+                x = augment_batch(x, self.augment, self.generator)
+            yield x, self._labels[idx]
+
+
+def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> torch.Tensor:
+    """Per-sample random crop after zero padding, horizontal flip and cutout on a float batch."""
+    n, _, h, w = x.shape
+    dev = x.device
+
+    def rand_int(high: int) -> torch.Tensor:
+        return torch.randint(0, high, (n,), generator=generator).to(dev)
+
+    if aug.crop_padding:
+        p = aug.crop_padding
+        x = _crop(F.pad(x, (p, p, p, p)), rand_int(2 * p + 1), rand_int(2 * p + 1), h, w)
+    if aug.flip:
+        flip = torch.rand(n, generator=generator).to(dev) < 0.5
+        x = torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)
+    if aug.cutout:  # a square of side `cutout` centred anywhere, clipped at the border (DeVries & Taylor)
+        cy, cx = rand_int(h).view(n, 1, 1), rand_int(w).view(n, 1, 1)
+        half = aug.cutout // 2
+        ys = torch.arange(h, device=dev).view(1, h, 1)
+        xs = torch.arange(w, device=dev).view(1, 1, w)
+        inside = (ys >= cy - half) & (ys < cy - half + aug.cutout) & (xs >= cx - half) & (xs < cx - half + aug.cutout)
+        x = x * (~inside).unsqueeze(1)
+    return x
+
+
+def _crop(padded: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Crop an h x w window at per-sample offsets (dy, dx) out of a padded batch, by index gathering."""
+    n, c = padded.shape[:2]
+    dev = padded.device
+    rows = (dy.view(n, 1) + torch.arange(h, device=dev)).view(n, 1, h, 1).expand(n, c, h, padded.shape[3])
+    x = padded.gather(2, rows)
+    cols = (dx.view(n, 1) + torch.arange(w, device=dev)).view(n, 1, 1, w).expand(n, c, h, w)
+    return x.gather(3, cols)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_dataset(spec: str, data_root: str | Path | None = None, download: bool = False) -> ImageDataset:
+    """Load a dataset by spec (see the module docstring); errors are one clear line."""
+    kind, _, arg = spec.partition(":")
+    root = Path(data_root) if data_root else DEFAULT_DATA_ROOT
+    if kind == "digits" and not arg:
+        return _digits()
+    if kind == "synthetic":
+        return synthetic_dataset(*(int(v) for v in arg.split("x")) if arg else ())
+    if kind in ("cifar10", "cifar100") and not arg:
+        return _cifar(kind, root, download)
+    if kind == "npz" and arg:
+        return _npz(Path(arg))
+    if kind == "imagefolder" and arg:
+        return _image_folder(Path(arg))
+    raise NasError(
+        f"unknown dataset {spec!r}; use digits, cifar10, cifar100, npz:PATH, imagefolder:PATH or synthetic"
+    )
+
+
+def _from_arrays(name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
+                 y_test: np.ndarray, num_classes: int | None = None) -> ImageDataset:
+    def to_nchw(x: np.ndarray, which: str) -> torch.Tensor:
+        if x.ndim == 3:
+            x = x[..., None]
+        if x.ndim != 4 or x.shape[1] != x.shape[2]:
+            raise NasError(f"{name}: {which} must be N x H x W (x C) square images, got shape {x.shape}")
+        if x.dtype != np.uint8:
+            raise NasError(f"{name}: {which} must be uint8 pixels, got {x.dtype}")
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+    train = TensorSource(to_nchw(x_train, "x_train"), torch.as_tensor(y_train).long())
+    test = TensorSource(to_nchw(x_test, "x_test"), torch.as_tensor(y_test).long())
+    classes = num_classes or int(max(train.labels.max(), test.labels.max())) + 1
+    pixels = train.images.float().div(255.0)
+    mean = pixels.mean(dim=(0, 2, 3))
+    std = pixels.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return ImageDataset(name, train, test, classes, train.images.shape[1], train.images.shape[2],
+                        tuple(mean.tolist()), tuple(std.tolist()))
+
+
+def _digits() -> ImageDataset:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    x_train, x_test, y_train, y_test = train_test_split(
+        images, digits.target, test_size=0.2, random_state=0, stratify=digits.target
+    )
+    return _from_arrays("digits", x_train, y_train, x_test, y_test, num_classes=10)
+
+
+def synthetic_dataset(n_train: int = 96, n_test: int = 32, size: int = 16, channels: int = 3,
+                      num_classes: int = 4, seed: int = 0) -> ImageDataset:
+    """Random images whose class shifts the mean of one channel band: learnable, tiny, deterministic."""
+    rng = np.random.default_rng(seed)
+
+    def make(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, num_classes, n)
+        x = rng.normal(100.0, 30.0, (n, size, size, channels))
+        band = size // num_classes
+        for k in range(num_classes):
+            x[y == k, k * band : (k + 1) * band] += 80.0
+        return np.clip(x, 0, 255).astype(np.uint8), y
+
+    (xa, ya), (xb, yb) = make(n_train), make(n_test)
+    return _from_arrays("synthetic", xa, ya, xb, yb, num_classes=num_classes)
+
+
+def _npz(path: Path) -> ImageDataset:
+    if not path.is_file():
+        raise NasError(f"dataset file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            missing = {"x_train", "y_train", "x_test", "y_test"} - set(arrays.files)
+            if missing:
+                raise NasError(f"{path}: missing arrays {', '.join(sorted(missing))}")
+            parts = [arrays[k] for k in ("x_train", "y_train", "x_test", "y_test")]
+    except (OSError, ValueError) as exc:
+        raise NasError(f"{path}: not a readable .npz file ({exc})") from None
+    return _from_arrays(f"npz:{path}", *parts)
+
+
+def _cifar(kind: str, root: Path, download: bool) -> ImageDataset:
+    import torchvision
+
+    cls = torchvision.datasets.CIFAR10 if kind == "cifar10" else torchvision.datasets.CIFAR100
+    try:
+        train = cls(str(root), train=True, download=download)
+        test = cls(str(root), train=False, download=download)
+    except RuntimeError:
+        raise NasError(
+            f"{kind} not found under {root}; pass --download to fetch it, or --data-root to point at it"
+        ) from None
+    except OSError as exc:
+        raise NasError(f"{kind}: could not read or download it under {root} ({exc})") from None
+    return _from_arrays(kind, train.data, np.array(train.targets), test.data, np.array(test.targets),
+                        num_classes=len(train.classes))
+
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def _image_folder(path: Path) -> ImageDataset:
+    """ImageNet-style folders, read lazily with torchvision transforms (mobile setting: 224x224)."""
+    import torchvision
+    from torchvision import transforms as T
+
+    for split in ("train", "val"):
+        if not (path / split).is_dir():
+            raise NasError(f"imagefolder: {path / split} is not a directory (expected PATH/train and PATH/val)")
+    normalize = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    train = torchvision.datasets.ImageFolder(
+        str(path / "train"),
+        T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(),
+                   T.ColorJitter(0.4, 0.4, 0.4, 0.2), T.ToTensor(), normalize]),
+    )
+    test = torchvision.datasets.ImageFolder(
+        str(path / "val"), T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), normalize])
+    )
+    return ImageDataset(f"imagefolder:{path}", train, test, len(train.classes), 3, 224, IMAGENET_MEAN, IMAGENET_STD)
+
+
+class DeviceLoader:
+    """A torch DataLoader whose batches arrive on ``device`` (the lazy, file-backed path)."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader, device: torch.device) -> None:
+        self.loader = loader
+        self.device = device
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for x, y in self.loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+Batches = TensorBatches | DeviceLoader
+
+
+def make_batches(data: ImageDataset, split: str, indices: Sequence[int] | None, batch_size: int,
+                 train: bool, device: torch.device, generator: torch.Generator,
+                 cutout: bool = False, workers: int = 2) -> Batches:
+    """Mini-batches of ``split`` ("train" or "test"), shuffled and augmented when ``train``."""
+    source = data.train if split == "train" else data.test
+    if isinstance(source, TensorSource):
+        aug = Augment.standard(data.image_size, data.in_channels, cutout) if train else None
+        return TensorBatches(source, indices, batch_size, train, aug, data.mean, data.std, device,
+                             generator, drop_last=train)
+    subset = source if indices is None else torch.utils.data.Subset(source, list(indices))
+    loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=train, num_workers=workers,
+                                         pin_memory=device.type == "cuda", drop_last=train, generator=generator)
+    return DeviceLoader(loader, device)
+
+
+def split_indices(n: int, portion: float, generator: torch.Generator) -> tuple[list[int], list[int]]:
+    """A random split of range(n): the first ``portion`` for search-train, the rest for search-val."""
+    if not 0.0 < portion < 1.0:
+        raise NasError(f"train portion must be between 0 and 1, got {portion}")
+    order = torch.randperm(n, generator=generator).tolist()
+    cut = int(round(n * portion))
+    if cut == 0 or cut == n:
+        raise NasError(f"{n} training images cannot be split {portion:.2f}/{1 - portion:.2f}")
+    return order[:cut], order[cut:]

@@ -1,0 +1,193 @@
+"""Optuna objectives: a DARTS-family search as one trial, a retraining as one trial.
+
+The ablation knobs are suggested through the trial (one-choice categoricals when fixed), so a grid
+sampler can sweep them and ``optuna trials`` shows them as params. Every epoch reports to the trial
+(pruners and dashboard learning curves); the derived genotype, parameters and multiply-adds are user
+attrs. A rerun of the same configuration resumes from its epoch checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+from .darts.model import DiscreteNetwork, network_cifar, network_imagenet
+from .darts.modes import ActivationMode
+from .darts.search import SearchSettings, run_search
+from .darts.supernet import SuperNetConfig
+from .data import ImageDataset, load_dataset, make_batches
+from .errors import NasError
+from .genotypes import Genotype, count_multiply_adds, count_parameters, load_genotype
+from .search_space import load_search_space
+from .storage import DEFAULT_RUN_DIR, run_key
+from .train import (
+    Checkpointer,
+    EpochCallback,
+    EpochLoop,
+    TrainSettings,
+    cosine_scheduler,
+    evaluate,
+    make_criterion,
+    resolve_device,
+    seed_everything,
+    supervised_epoch,
+)
+
+
+def report_to_trial(trial: optuna.Trial, metric: str) -> EpochCallback:
+    """Per-epoch ``trial.report`` of ``metric`` and pruning (after the epoch's checkpoint is saved)."""
+
+    def callback(epoch: int, metrics: dict[str, Any]) -> None:
+        trial.report(float(metrics[metric]), epoch)
+        trial.set_user_attr("epochs_done", epoch)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {epoch} ({metric} {metrics[metric]:.4g})")
+
+    return callback
+
+
+def genotype_cost(genotype: Genotype, data: ImageDataset, channels: int, layers: int,
+                  imagenet: bool = False) -> dict[str, int]:
+    """Parameters (no auxiliary head) and multiply-adds of the network the genotype retrains as."""
+    net = build_network(genotype, data.num_classes, data.in_channels, channels, layers, imagenet, auxiliary=False)
+    return {"params": count_parameters(net), "flops": count_multiply_adds(net, data.input_shape)}
+
+
+def build_network(genotype: Genotype, num_classes: int, in_channels: int, channels: int, layers: int,
+                  imagenet: bool, auxiliary: bool) -> DiscreteNetwork:
+    factory = network_imagenet if imagenet else network_cifar
+    return factory(genotype, channels=channels, num_classes=num_classes, layers=layers,
+                   auxiliary=auxiliary, in_channels=in_channels)
+
+
+@dataclass
+class DartsSearchJob:
+    """Everything one search trial needs; the defaults are A-DARTS on CIFAR-10 (Section 4)."""
+
+    dataset: str = "cifar10"
+    data_root: str | None = None
+    download: bool = False
+    space: str = "a_darts"
+    activation_mode: str | None = None  # default: the space file's
+    config_a_genotype: str | None = None  # config_a: the genotype whose per-edge activations freeze β
+    partial_channels: int = 1
+    channels: int = 16
+    layers: int = 8
+    retrain_channels: int = 36  # cost (params, multiply-adds) is reported for the retraining network
+    retrain_layers: int = 20
+    settings: SearchSettings = field(default_factory=SearchSettings)
+    device: str = "auto"
+    run_dir: Path = DEFAULT_RUN_DIR
+    verbose: bool = True
+
+
+class DartsSearchObjective:
+    """One search as one trial; returns the final search-validation accuracy (%)."""
+
+    def __init__(self, job: DartsSearchJob) -> None:
+        self.job = job
+        self.space = load_search_space(job.space)
+        self.data = load_dataset(job.dataset, job.data_root, job.download)
+        ActivationMode.parse(job.activation_mode or self.space.activation_mode)  # fail before any trial
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        job = self.job
+        mode_text = trial.suggest_categorical("activation_mode", [job.activation_mode or self.space.activation_mode])
+        k = trial.suggest_categorical("partial_channels", [job.partial_channels])
+        seed = trial.suggest_categorical("seed", [job.settings.seed])
+        unrolled = trial.suggest_categorical("unrolled", [job.settings.unrolled])
+        settings = replace(job.settings, seed=int(seed), unrolled=bool(unrolled))
+        mode = ActivationMode.parse(str(mode_text))
+        frozen = None
+        if mode.kind == "config_a":
+            if not job.config_a_genotype:
+                raise NasError("activation mode config_a needs --config-a GENOTYPE (a factorized search's result)")
+            frozen = load_genotype(job.config_a_genotype).edge_activations
+        config = SuperNetConfig(self.space, mode, channels=job.channels, layers=job.layers,
+                                num_classes=self.data.num_classes, in_channels=self.data.in_channels,
+                                partial_channels=int(k), frozen_activations=frozen)
+        key_params = {"space": self.space.name, "dataset": job.dataset, "channels": job.channels,
+                      "layers": job.layers, **trial.params, **asdict(settings)}
+        key = run_key(trial.study.study_name, key_params)
+        trial.set_user_attr("run_key", key)
+        trial.set_user_attr("dataset", job.dataset)
+        trial.set_user_attr("search_space", self.space.name)
+        checkpoint = Checkpointer(job.run_dir / trial.study.study_name / f"search-{key}.pt")
+        result = run_search(config, self.data, settings, resolve_device(job.device), checkpoint,
+                            [report_to_trial(trial, "val_acc")], verbose=job.verbose)
+        genotype = result.genotype
+        trial.set_user_attr("genotype", genotype.to_dict())
+        trial.set_user_attr("search_seconds", round(result.seconds, 2))
+        trial.set_user_attr("val_acc_history", [round(h["val_acc"], 3) for h in result.history])
+        for name, value in genotype_cost(genotype, self.data, job.retrain_channels, job.retrain_layers).items():
+            trial.set_user_attr(name, value)
+        return float(result.history[-1]["val_acc"])
+
+
+@dataclass
+class RetrainJob:
+    """Train a genotype from scratch; defaults are A-DARTS's CIFAR-10 retraining (C=36, 20 cells)."""
+
+    genotype: str = "DARTS_V2"
+    dataset: str = "cifar10"
+    data_root: str | None = None
+    download: bool = False
+    channels: int = 36
+    layers: int = 20
+    imagenet: bool = False  # the mobile-setting network (use with imagefolder:PATH)
+    auxiliary: bool = True
+    activation: str | None = None  # override every edge's activation (Table 2 "factorized → ReLU")
+    seed: int = 0
+    settings: TrainSettings = field(default_factory=TrainSettings)
+    device: str = "auto"
+    run_dir: Path = DEFAULT_RUN_DIR
+    verbose: bool = True
+
+
+class RetrainObjective:
+    """One retraining as one trial; returns the final test error (%)."""
+
+    def __init__(self, job: RetrainJob) -> None:
+        self.job = job
+        genotype = load_genotype(job.genotype)
+        self.genotype = genotype.with_activation(job.activation) if job.activation else genotype
+        self.data = load_dataset(job.dataset, job.data_root, job.download)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        job, data, s = self.job, self.data, self.job.settings
+        trial.suggest_categorical("activation_override", [job.activation or "none"])
+        seed = int(trial.suggest_categorical("seed", [job.seed]))
+        generator = seed_everything(seed)
+        device = resolve_device(job.device)
+        net = build_network(self.genotype, data.num_classes, data.in_channels, job.channels, job.layers,
+                            job.imagenet, job.auxiliary)
+        cost = genotype_cost(self.genotype, data, job.channels, job.layers, job.imagenet)
+        for name, value in {**cost, "genotype": self.genotype.to_dict(), "dataset": job.dataset}.items():
+            trial.set_user_attr(name, value)
+        net.to(device)
+        optimizer = torch.optim.SGD(net.parameters(), s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+        key = run_key(trial.study.study_name, {"genotype": self.genotype.to_dict(), "dataset": job.dataset,
+                                               "channels": job.channels, "layers": job.layers,
+                                               "imagenet": job.imagenet, "seed": seed, **asdict(s)})
+        loop = EpochLoop(s.epochs, {"network": net}, {"weights": optimizer},
+                         cosine_scheduler(optimizer, s.epochs, s.lr_min, s.warmup_epochs), generator,
+                         Checkpointer(job.run_dir / trial.study.study_name / f"retrain-{key}.pt"),
+                         [report_to_trial(trial, "test_acc")], desc="retrain", verbose=job.verbose)
+        loop.resume()
+        train = make_batches(data, "train", None, s.batch_size, True, device, generator, cutout=s.cutout)
+        test = make_batches(data, "test", None, s.batch_size, False, device, generator)
+        criterion = make_criterion(s.label_smoothing)
+
+        def train_epoch(epoch: int) -> dict[str, float]:
+            net.set_drop_path(s.drop_path_prob * epoch / s.epochs)  # DARTS's linear drop-path schedule
+            return supervised_epoch(net, train, optimizer, criterion, s, device, f"retrain {epoch + 1}")
+
+        history = loop.run(train_epoch, lambda epoch: evaluate(net, test, device, s.amp, prefix="test"))
+        test_error = 100.0 - float(history[-1]["test_acc"])
+        trial.set_user_attr("test_error", round(test_error, 3))
+        return test_error
+

@@ -1,0 +1,37 @@
+"""RandGrow (Hu et al., 2019): grow cost-efficient networks by random increments from hull parents."""
+
+from .architecture import (
+    CELL_TYPES,
+    INCREMENT_OPERATIONS,
+    Architecture,
+    CellIncrement,
+    Increment,
+    IncrementInput,
+    Layer,
+    Skeleton,
+    grow,
+    initial_architecture,
+    sample_increments,
+)
+from .hull import choose_parent, lower_hull, parent_probabilities
+from .network import RandGrowNetwork, count_parameters, inherit_weights
+
+__all__ = [
+    "CELL_TYPES",
+    "INCREMENT_OPERATIONS",
+    "Architecture",
+    "CellIncrement",
+    "Increment",
+    "IncrementInput",
+    "Layer",
+    "RandGrowNetwork",
+    "Skeleton",
+    "choose_parent",
+    "count_parameters",
+    "grow",
+    "inherit_weights",
+    "initial_architecture",
+    "lower_hull",
+    "parent_probabilities",
+    "sample_increments",
+]

@@ -1,0 +1,264 @@
+"""The one training loop every engine uses: epochs, checkpoints, resume, callbacks, progress.
+
+``EpochLoop`` owns what every run shares: the epoch counter, the timm scheduler, a checkpoint after
+every epoch (written atomically, loaded with ``weights_only=True``), the per-epoch callbacks (Optuna
+reporting and pruning) and progress output. What happens inside an epoch is a function passed in:
+``supervised_epoch`` for retraining a fixed network, the tri-level step for a DARTS search.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from timm.loss import LabelSmoothingCrossEntropy
+from timm.scheduler import CosineLRScheduler
+from timm.utils import AverageMeter, accuracy, dispatch_clip_grad
+from torch import nn
+from tqdm import tqdm
+
+from .errors import NasError
+
+EpochCallback = Callable[[int, dict[str, Any]], None]
+
+
+def resolve_device(name: str | None = None) -> torch.device:
+    """``auto`` (or None) picks CUDA when present; otherwise the named device."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise NasError(f"device {name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; returns the generator that drives data order and augmentation."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def autocast(device: torch.device, enabled: bool) -> AbstractContextManager[Any]:
+    """bfloat16 autocast on CUDA when asked (no loss scaling needed); a no-op elsewhere."""
+    if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def check_finite(loss: torch.Tensor, where: str) -> None:
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise NasError(f"loss became {value} at {where}; lower the learning rate or check the data")
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+class Checkpointer:
+    """One file per run, replaced atomically after every epoch; loads only tensors and plain data."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def save(self, state: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)  # a crash mid-write never leaves a half-written checkpoint
+
+    def load(self) -> dict[str, Any] | None:
+        if not self.path.exists():
+            return None
+        try:
+            return torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises several types for truncated or foreign files
+            raise NasError(f"checkpoint {self.path} is corrupt or not ours ({type(exc).__name__}); "
+                           "delete it to start over") from None
+
+
+# ---------------------------------------------------------------- the epoch loop
+
+
+@dataclass
+class LoopState:
+    epoch: int = 0  # epochs completed
+    history: list[dict[str, Any]] | None = None
+
+
+class EpochLoop:
+    """Runs ``epochs`` epochs of ``train_epoch`` then ``evaluate``, resuming from the checkpoint if any.
+
+    ``modules`` and ``optimizers`` are everything whose state must survive an interruption.
+    """
+
+    def __init__(self, epochs: int, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
+                 scheduler: CosineLRScheduler | None, generator: torch.Generator,
+                 checkpoint: Checkpointer | None = None, callbacks: Iterable[EpochCallback] = (),
+                 desc: str = "train", verbose: bool = True) -> None:
+        if epochs < 1:
+            raise NasError(f"epochs must be >= 1, got {epochs}")
+        self.epochs = epochs
+        self.modules = modules
+        self.optimizers = optimizers
+        self.scheduler = scheduler
+        self.generator = generator
+        self.checkpoint = checkpoint
+        self.callbacks = list(callbacks)
+        self.desc = desc
+        self.verbose = verbose
+        self.state = LoopState(0, [])
+
+    def _state_dict(self, extra: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "epoch": self.state.epoch,
+            "history": self.state.history,
+            "modules": {k: m.state_dict() for k, m in self.modules.items()},
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "extra": extra,
+        }
+
+    def resume(self) -> dict[str, Any]:
+        """Restore from the checkpoint; returns its ``extra`` payload (empty when starting fresh)."""
+        saved = self.checkpoint.load() if self.checkpoint else None
+        if saved is None:
+            return {}
+        try:
+            for k, m in self.modules.items():
+                m.load_state_dict(saved["modules"][k])
+            for k, o in self.optimizers.items():
+                o.load_state_dict(saved["optimizers"][k])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise NasError(f"checkpoint {self.checkpoint.path} does not match this run "  # type: ignore[union-attr]
+                           f"({type(exc).__name__}); delete it or change the run's settings") from None
+        if self.scheduler and saved["scheduler"]:
+            self.scheduler.load_state_dict(saved["scheduler"])
+        self.generator.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        self.state = LoopState(int(saved["epoch"]), list(saved["history"]))
+        if self.verbose:
+            print(f"[{self.desc}] resumed from {self.checkpoint.path} after epoch {self.state.epoch}",  # type: ignore[union-attr]
+                  file=sys.stderr)
+        return dict(saved.get("extra") or {})
+
+    def run(self, train_epoch: Callable[[int], dict[str, Any]], evaluate: Callable[[int], dict[str, Any]],
+            extra: Callable[[], dict[str, Any]] = dict) -> list[dict[str, Any]]:
+        history = self.state.history
+        assert history is not None
+        for epoch in range(self.state.epoch, self.epochs):
+            if self.scheduler is not None:
+                self.scheduler.step(epoch)
+            start = time.perf_counter()
+            metrics: dict[str, Any] = {"epoch": epoch + 1}
+            metrics["lr"] = next(iter(self.optimizers.values())).param_groups[0]["lr"]
+            metrics.update(train_epoch(epoch))
+            metrics.update(evaluate(epoch))
+            metrics["seconds"] = time.perf_counter() - start
+            history.append(metrics)
+            self.state.epoch = epoch + 1
+            if self.checkpoint is not None:
+                self.checkpoint.save(self._state_dict(extra()))
+            if self.verbose:
+                shown = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items()
+                                  if isinstance(v, float | int) and k != "epoch")
+                print(f"[{self.desc}] epoch {epoch + 1}/{self.epochs}  {shown}", file=sys.stderr)
+            for callback in self.callbacks:  # may raise optuna.TrialPruned after the checkpoint is safe
+                callback(epoch + 1, metrics)
+        return history
+
+
+def progress(batches: Iterable[Any], desc: str, total: int) -> Iterable[Any]:
+    """A progress bar on terminals; silent in logs and CI (one line per epoch is printed instead)."""
+    return tqdm(batches, desc=desc, total=total, leave=False, disable=None, file=sys.stderr)
+
+
+# ---------------------------------------------------------------- supervised training of a fixed network
+
+
+@dataclass
+class TrainSettings:
+    """Retraining hyperparameters; the defaults are A-DARTS's CIFAR-10 retraining (Section 4)."""
+
+    epochs: int = 600
+    batch_size: int = 128
+    lr: float = 0.03
+    lr_min: float = 0.0
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    auxiliary_weight: float = 0.4
+    drop_path_prob: float = 0.4  # the paper's "dropout rate of 0.4", as a linearly scheduled drop path
+    cutout: bool = True
+    amp: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.lr <= 0 or self.epochs < 1:
+            raise NasError("epochs, batch size and learning rate must be positive")
+        if not 0.0 <= self.drop_path_prob < 1.0:
+            raise NasError(f"drop path probability must be in [0, 1), got {self.drop_path_prob}")
+
+
+def cosine_scheduler(optimizer: torch.optim.Optimizer, epochs: int, lr_min: float, warmup_epochs: int = 0,
+                     cycles: int = 1) -> CosineLRScheduler:
+    """timm's per-epoch cosine schedule; ``cycles`` > 1 gives SGDR's warm restarts."""
+    return CosineLRScheduler(optimizer, t_initial=max(2, epochs // cycles), lr_min=lr_min,
+                             cycle_limit=cycles, warmup_t=warmup_epochs,
+                             warmup_lr_init=optimizer.param_groups[0]["lr"] / 100 if warmup_epochs else 0,
+                             warmup_prefix=bool(warmup_epochs), t_in_epochs=True)
+
+
+def make_criterion(label_smoothing: float) -> nn.Module:
+    return LabelSmoothingCrossEntropy(label_smoothing) if label_smoothing > 0 else nn.CrossEntropyLoss()
+
+
+def supervised_epoch(model: nn.Module, batches: Any, optimizer: torch.optim.Optimizer, criterion: nn.Module,
+                     settings: TrainSettings, device: torch.device, desc: str) -> dict[str, float]:
+    """One epoch of SGD with the auxiliary loss, gradient clipping and AMP on CUDA."""
+    model.train()
+    loss_meter, acc_meter = AverageMeter(), AverageMeter()
+    for step, (x, y) in enumerate(progress(batches, desc, len(batches))):
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device, settings.amp):
+            out = model(x)
+            logits, logits_aux = out if isinstance(out, tuple) else (out, None)
+            loss = criterion(logits, y)
+            if logits_aux is not None and settings.auxiliary_weight > 0:
+                loss = loss + settings.auxiliary_weight * criterion(logits_aux, y)
+        check_finite(loss, f"{desc} step {step}")
+        loss.backward()
+        if settings.grad_clip > 0:
+            dispatch_clip_grad(model.parameters(), settings.grad_clip)
+        optimizer.step()
+        loss_meter.update(loss.item(), len(y))
+        acc_meter.update(accuracy(logits.float(), y, topk=(1,))[0].item(), len(y))
+    return {"train_loss": loss_meter.avg, "train_acc": acc_meter.avg}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Any, device: torch.device, amp: bool = True,
+             prefix: str = "val") -> dict[str, float]:
+    """Loss and top-1 accuracy (percent) in eval mode."""
+    model.eval()
+    criterion = nn.CrossEntropyLoss()
+    loss_meter, acc_meter = AverageMeter(), AverageMeter()
+    for x, y in batches:
+        with autocast(device, amp):
+            logits = model(x)
+        loss_meter.update(criterion(logits.float(), y).item(), len(y))
+        acc_meter.update(accuracy(logits.float(), y, topk=(1,))[0].item(), len(y))
+    return {f"{prefix}_loss": loss_meter.avg, f"{prefix}_acc": acc_meter.avg}
