@@ -7,6 +7,8 @@ activation (A-DARTS); ``Genotype.with_activation`` overrides them all at retrain
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from timm.layers import drop_path
 from torch import nn
@@ -50,37 +52,20 @@ class Cell(nn.Module):
         return torch.cat([states[i] for i in self.concat], dim=1)
 
 
-class AuxiliaryHeadCIFAR(nn.Module):
-    """Auxiliary classifier for 8x8 feature maps (DARTS); adaptive pooling lets it take other sizes."""
+class AuxiliaryHead(nn.Module):
+    """DARTS's auxiliary classifier: ReLU, 5x5 average pool, 1x1 conv to 128, 2x2 conv to 768, linear.
 
-    def __init__(self, channels: int, num_classes: int) -> None:
+    ``pool_stride`` is 3 for CIFAR's 8x8 maps and 2 for ImageNet's 14x14 ones (the ImageNet head keeps
+    the BatchNorm the original code commented out). Maps smaller than ``min_size`` (tiny inputs such
+    as 8x8 digits) are enlarged first, and a final global pool accepts maps larger than the design size.
+    """
+
+    def __init__(self, channels: int, num_classes: int, pool_stride: int, min_size: int) -> None:
         super().__init__()
+        self.min_size = min_size
         self.features = nn.Sequential(
-            nn.ReLU(inplace=True),
-            nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False),
-            nn.Conv2d(channels, 128, 1, bias=False),
-            nn.BatchNorm2d(128),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(128, 768, 2, bias=False),
-            nn.BatchNorm2d(768),
-            nn.ReLU(inplace=True),
-        )
-        self.classifier = nn.Linear(768, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] < 8:  # small inputs (digits): bring the map to the 8x8 the head was designed for
-            x = nn.functional.interpolate(x, size=(8, 8), mode="nearest")
-        return self.classifier(self.features(x).flatten(1))
-
-
-class AuxiliaryHeadImageNet(nn.Module):
-    """Auxiliary classifier for 14x14 feature maps (DARTS, including the BatchNorm its code omitted)."""
-
-    def __init__(self, channels: int, num_classes: int) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.ReLU(inplace=True),
-            nn.AvgPool2d(5, stride=2, padding=0, count_include_pad=False),
+            nn.ReLU(inplace=False),
+            nn.AvgPool2d(5, stride=pool_stride, padding=0, count_include_pad=False),
             nn.Conv2d(channels, 128, 1, bias=False),
             nn.BatchNorm2d(128),
             nn.ReLU(inplace=True),
@@ -92,7 +77,17 @@ class AuxiliaryHeadImageNet(nn.Module):
         self.classifier = nn.Linear(768, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] < self.min_size:
+            x = nn.functional.interpolate(x, size=(self.min_size, self.min_size), mode="nearest")
         return self.classifier(self.features(x).flatten(1))
+
+
+def auxiliary_head_cifar(channels: int, num_classes: int) -> AuxiliaryHead:
+    return AuxiliaryHead(channels, num_classes, pool_stride=3, min_size=8)
+
+
+def auxiliary_head_imagenet(channels: int, num_classes: int) -> AuxiliaryHead:
+    return AuxiliaryHead(channels, num_classes, pool_stride=2, min_size=7)
 
 
 class CIFARStem(nn.Module):
@@ -135,7 +130,8 @@ class DiscreteNetwork(nn.Module):
     """Stem, cell stack with reductions at L/3 and 2L/3, auxiliary head after cell 2L/3, classifier."""
 
     def __init__(self, genotype: Genotype, stem: nn.Module, c_stem: int, channels: int, layers: int,
-                 num_classes: int, auxiliary_head: type[nn.Module] | None, reduction_prev: bool) -> None:
+                 num_classes: int, auxiliary_head: Callable[[int, int], nn.Module] | None,
+                 reduction_prev: bool) -> None:
         super().__init__()
         if layers < 3:
             raise NasError(f"a network needs at least 3 cells (two are reductions), got {layers}")
@@ -182,11 +178,11 @@ def network_cifar(genotype: Genotype, channels: int = 36, num_classes: int = 10,
     """The CIFAR network (DARTS_V2 at C=36, 20 cells has 3,349,342 parameters without its auxiliary head)."""
     c_stem = stem_multiplier * channels
     return DiscreteNetwork(genotype, CIFARStem(in_channels, c_stem), c_stem, channels, layers, num_classes,
-                           AuxiliaryHeadCIFAR if auxiliary else None, reduction_prev=False)
+                           auxiliary_head_cifar if auxiliary else None, reduction_prev=False)
 
 
 def network_imagenet(genotype: Genotype, channels: int = 48, num_classes: int = 1000, layers: int = 14,
                      auxiliary: bool = True, in_channels: int = 3) -> DiscreteNetwork:
     """The ImageNet mobile setting: 224x224 input, 14 cells, C chosen to stay under 600M multiply-adds."""
     return DiscreteNetwork(genotype, ImageNetStem(in_channels, channels), channels, channels, layers,
-                           num_classes, AuxiliaryHeadImageNet if auxiliary else None, reduction_prev=True)
+                           num_classes, auxiliary_head_imagenet if auxiliary else None, reduction_prev=True)

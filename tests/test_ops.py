@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from optuna_nas.errors import NasError
+from optuna_nas.ops import (
+    DARTS_OPERATORS,
+    PAPER_ACTIVATIONS,
+    ActivatedOperation,
+    LearnableSwish,
+    build_operation,
+    create_activation,
+    operation_spec,
+    register_activation,
+)
+from optuna_nas.search_space import SearchSpace
+
+
+def test_darts_operators_and_paper_activations_are_registered() -> None:
+    assert [operation_spec(n).parameterized for n in DARTS_OPERATORS] == [False] * 4 + [True] * 4
+    x = torch.randn(2, 4, 8, 8)
+    for name in PAPER_ACTIVATIONS:
+        act = create_activation(name)
+        assert act(x).shape == x.shape
+
+
+@pytest.mark.parametrize("name", ["sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5",
+                                  "max_pool_3x3", "avg_pool_3x3", "skip_connect", "none"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_operators_keep_channels_and_apply_stride(name: str, stride: int) -> None:
+    op = build_operation(name, 4, stride, affine=True, activation="selu")
+    assert op(torch.randn(2, 4, 8, 8)).shape == (2, 4, 8 // stride, 8 // stride)
+
+
+def test_parameterised_operator_takes_its_activation_at_the_input_and_relu_inside() -> None:
+    """The documented choice: σ at the edge input; ReLU between the stacked separable convolutions."""
+    op = build_operation("sep_conv_3x3", 4, 1, affine=True, activation="selu")
+    assert isinstance(op, ActivatedOperation) and isinstance(op.activation, nn.SELU)
+    inner = [m for m in op.body.modules() if not isinstance(m, nn.Sequential)]
+    assert [type(m) for m in inner if not isinstance(m, nn.Conv2d | nn.BatchNorm2d)] == [nn.ReLU]
+    x = torch.randn(2, 4, 8, 8)
+    op.eval()
+    assert torch.equal(op(x), op.body(torch.selu(x)))
+
+
+def test_swish_has_a_learnable_coefficient() -> None:
+    swish = LearnableSwish()
+    x = torch.randn(5)
+    assert torch.allclose(swish(x), x * torch.sigmoid(x))
+    swish(x).sum().backward()
+    assert swish.b.grad is not None and swish.b.grad.abs() > 0
+
+
+def test_unknown_names_are_clear_errors() -> None:
+    with pytest.raises(NasError, match="unknown operator 'conv_9x9'"):
+        operation_spec("conv_9x9")
+    with pytest.raises(NasError, match="unknown activation 'gelu2'"):
+        create_activation("gelu2")
+
+
+def test_users_register_activations_without_editing_the_library() -> None:
+    register_activation("test_gelu", nn.GELU, overwrite=True)
+    space = SearchSpace("mine", activations=("relu", "test_gelu"), activation_mode="factorized")
+    assert space.choices_per_edge() == 3 + 4 * 2
+    with pytest.raises(NasError, match="already registered"):
+        register_activation("test_gelu", nn.GELU)

@@ -1,0 +1,181 @@
+"""The search super-network in every activation mode, with and without PC-DARTS, and Algorithm 1."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from optuna_nas.darts.modes import ActivationMode
+from optuna_nas.darts.supernet import SearchNetwork, SuperNetConfig
+from optuna_nas.darts.trilevel import TriLevelOptimizer
+from optuna_nas.errors import NasError
+from optuna_nas.genotypes import CELL_TYPES
+from optuna_nas.search_space import A_DARTS_SPACE, DARTS_SPACE
+
+from _tiny import tiny_config, tiny_network
+
+FROZEN = {c: ("selu", "relu") * 7 for c in CELL_TYPES}
+MODES = ["fixed:relu", "fixed:swish", "factorized", "non_factorized", "config_a"]
+
+
+def _optimizers(net: SearchNetwork) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer, torch.optim.Optimizer | None]:
+    w = torch.optim.SGD(net.weight_parameters(), 0.05, momentum=0.9, weight_decay=3e-4)
+    a = torch.optim.Adam(net.alpha_parameters(), 6e-4, betas=(0.5, 0.999), weight_decay=1e-3)
+    b = torch.optim.Adam(net.beta_parameters(), 6e-4, betas=(0.5, 0.999), weight_decay=1e-3) \
+        if net.beta_parameters() else None
+    return w, a, b
+
+
+def _batch(n: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.randn(n, 3, 16, 16), torch.randint(0, 4, (n,))
+
+
+@pytest.mark.parametrize("k", [1, 2])
+@pytest.mark.parametrize("mode", MODES)
+def test_every_mode_runs_algorithm_1_and_moves_alpha_and_beta(mode: str, k: int) -> None:
+    extra = {"frozen_activations": FROZEN} if mode == "config_a" else {}
+    net = tiny_network(mode, k, **extra)
+    w_opt, a_opt, b_opt = _optimizers(net)
+    assert (b_opt is not None) == (mode == "factorized")
+    if k > 1:
+        assert {n for n, _ in net.named_parameters() if n.startswith("gammas")} == {"gammas_normal", "gammas_reduce"}
+    before = [p.detach().clone() for p in net.alpha_parameters() + net.beta_parameters()]
+    weights_before = [p.detach().clone() for p in net.weight_parameters()]
+    tri = TriLevelOptimizer(net, w_opt, a_opt, b_opt)
+    for _ in range(2):
+        loss, logits = tri.step(*_batch(), *_batch())
+    assert logits.shape == (4, 4) and torch.isfinite(loss)
+    after = net.alpha_parameters() + net.beta_parameters()
+    assert all(not torch.equal(b, a) for b, a in zip(before, after, strict=True)), "every α/β/γ tensor must move"
+    assert any(not torch.equal(b, a) for b, a in zip(weights_before, net.weight_parameters(), strict=True))
+
+
+def test_weight_optimizer_never_holds_architecture_parameters() -> None:
+    net = tiny_network("factorized", 2)
+    w_opt, a_opt, b_opt = _optimizers(net)
+    ids = lambda opt: {id(p) for g in opt.param_groups for p in g["params"]}  # noqa: E731
+    arch = {id(p) for p in net.alpha_parameters() + net.beta_parameters()}
+    assert ids(w_opt).isdisjoint(arch)
+    assert ids(a_opt) == {id(p) for p in net.alpha_parameters()}
+    assert ids(b_opt) == {id(p) for p in net.beta_parameters()}
+    assert ids(w_opt) | arch == {id(p) for p in net.parameters()}
+
+
+def test_weight_step_leaves_alpha_and_beta_without_gradients() -> None:
+    net = tiny_network("factorized")
+    tri = TriLevelOptimizer(net, *_optimizers(net))
+    alphas = [p.detach().clone() for p in net.alpha_parameters() + net.beta_parameters()]
+    tri.weight_step(*_batch())
+    for p, before in zip(net.alpha_parameters() + net.beta_parameters(), alphas, strict=True):
+        assert p.grad is None and torch.equal(p, before)
+
+
+def test_non_factorised_space_has_40_candidates_per_edge() -> None:
+    config = SuperNetConfig(A_DARTS_SPACE, ActivationMode.parse("non_factorized"))
+    assert len(config.candidates()) == 40
+    assert sum(c.activation_index is None for c in config.candidates()) == 4
+    assert "sep_conv_3x3@selu" in config.candidate_names()
+    factorised = SuperNetConfig(A_DARTS_SPACE, ActivationMode.parse("factorized"))
+    assert len(factorised.candidates()) == 8
+
+
+def test_search_network_has_darts_parameter_count() -> None:
+    """The original DARTS search network (C=16, 8 cells, CIFAR-10) has 1,930,618 weights (α excluded)."""
+    net = SearchNetwork(SuperNetConfig(DARTS_SPACE, ActivationMode.parse("fixed:relu")))
+    assert sum(p.numel() for p in net.weight_parameters()) == 1_930_618
+
+
+def test_factorised_edge_mixes_activations_by_softmax_beta() -> None:
+    net = tiny_network("factorized")
+    net.eval()  # RReLU draws random slopes in training mode
+    edge = net.cells[0].edges[0]
+    x = torch.randn(2, 4, 8, 8)
+    weights = torch.zeros(9)
+    weights[7] = 1.0  # one-hot β weight on SELU
+    (mixed,) = edge.activation(x, weights)
+    assert torch.allclose(mixed, torch.selu(x))
+    uniform = torch.full((9,), 1 / 9)
+    (mixed,) = edge.activation(x, uniform)
+    expected = sum(act(x) for act in edge.activation.acts) / 9
+    assert torch.allclose(mixed, expected, atol=1e-6)
+
+
+def test_non_parameterised_operators_take_the_raw_input() -> None:
+    """With all α on max-pool, the edge output is max_pool(x) whatever β says (Eq. 1)."""
+    net = tiny_network("factorized")
+    net.eval()
+    edge = net.cells[0].edges[0]
+    x = torch.randn(2, 4, 8, 8)
+    alpha = torch.zeros(8)
+    alpha[1] = 1.0  # max_pool_3x3
+    out = edge(x, alpha, torch.softmax(torch.randn(9), 0))
+    assert torch.allclose(out, edge.ops[1](x))
+
+
+def test_pc_darts_sends_one_kth_of_the_channels_through_the_operations() -> None:
+    net = tiny_network("fixed:relu", 2, channels=8)
+    edge = net.cells[0].edges[0]
+    assert edge.op_channels == 4
+    conv = edge.ops[4][0]
+    assert conv.in_channels == 4
+
+
+def test_config_a_requires_every_edge_activation() -> None:
+    with pytest.raises(NasError, match="config_a needs the activation of every search edge"):
+        tiny_config("config_a")
+    net = tiny_network("config_a", frozen_activations=FROZEN)
+    assert net.beta_parameters() == []
+    assert [e.activation.names for e in net.cells[0].edges][:2] == [("selu",), ("relu",)]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"layers": 2}, "at least 3 cells"),
+    ({"partial_channels": 3}, "does not divide"),
+])
+def test_impossible_networks_are_refused(kwargs: dict[str, int], message: str) -> None:
+    with pytest.raises(NasError, match=message):
+        SuperNetConfig(DARTS_SPACE, ActivationMode.parse("fixed:relu"), channels=4, **kwargs)
+
+
+def test_unknown_activation_mode_is_refused() -> None:
+    with pytest.raises(NasError, match="unknown activation"):
+        ActivationMode.parse("fixed:nope")
+    with pytest.raises(NasError, match="unknown activation mode"):
+        ActivationMode.parse("half_factorized")
+
+
+@pytest.mark.parametrize(("beta_pass", "forwards"), [("shared", 2), ("separate", 3)])
+def test_beta_pass_choice(beta_pass: str, forwards: int) -> None:
+    """'shared': α and β from one validation pass; 'separate': β's gradient after α moved (Algorithm 1)."""
+    net = tiny_network("factorized")
+    calls = []
+    net.register_forward_hook(lambda *_: calls.append(1))
+    tri = TriLevelOptimizer(net, *_optimizers(net), beta_pass=beta_pass)
+    tri.step(*_batch(), *_batch())
+    assert len(calls) == forwards
+
+
+def test_unrolled_gradient_reduces_to_first_order_at_zero_step() -> None:
+    """DARTS's second-order gradient with ξ = 0 is exactly the first-order gradient."""
+    net = tiny_network("fixed:relu")
+    w_opt, a_opt, _ = _optimizers(net)
+    for g in w_opt.param_groups:
+        g["lr"] = 0.0
+    tri = TriLevelOptimizer(net, w_opt, a_opt, None, unrolled=True)
+    torch.manual_seed(2)
+    train, val = _batch(), _batch()
+    params = net.alpha_parameters()
+    net.eval()
+    second = tri._unrolled_grads(params, *train, *val)
+    first = torch.autograd.grad(torch.nn.functional.cross_entropy(net(val[0]), val[1]), params)
+    for s, f in zip(second, first, strict=True):
+        assert torch.allclose(s, f, atol=1e-6)
+
+
+def test_unrolled_search_step_moves_alpha() -> None:
+    net = tiny_network("factorized")
+    tri = TriLevelOptimizer(net, *_optimizers(net), unrolled=True)
+    before = [p.detach().clone() for p in net.alpha_parameters() + net.beta_parameters()]
+    tri.step(*_batch(), *_batch())
+    assert all(not torch.equal(b, p) for b, p in zip(before, net.alpha_parameters() + net.beta_parameters(),
+                                                      strict=True))
