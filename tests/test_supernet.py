@@ -18,7 +18,10 @@ FROZEN = {c: ("selu", "relu") * 7 for c in CELL_TYPES}
 MODES = ["fixed:relu", "fixed:swish", "factorized", "non_factorized", "config_a"]
 
 
-def _optimizers(net: SearchNetwork) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer, torch.optim.Optimizer | None]:
+Optimizer = torch.optim.Optimizer
+
+
+def _optimizers(net: SearchNetwork) -> tuple[Optimizer, Optimizer, Optimizer | None]:
     w = torch.optim.SGD(net.weight_parameters(), 0.05, momentum=0.9, weight_decay=3e-4)
     a = torch.optim.Adam(net.alpha_parameters(), 6e-4, betas=(0.5, 0.999), weight_decay=1e-3)
     b = torch.optim.Adam(net.beta_parameters(), 6e-4, betas=(0.5, 0.999), weight_decay=1e-3) \
