@@ -187,22 +187,33 @@ def profile(steps: int) -> None:
     print(table.table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=40))
     print(table.table(sort_by="self_cpu_memory_usage", row_limit=10, max_name_column_width=40))
 
+    net = opt.net
+    labels = {m: type(m).__name__ for m in net.modules()}
+    for edge in (m for m in net.modules() if type(m).__name__ == "MixedEdge"):
+        labels |= {op: f"op {c.op}" for op, c in zip(edge.ops, edge.candidates, strict=True)}
+        labels[edge] = "MixedEdge (weighted sum)"
+    stack: list[str] = []
+    handles = [m.register_forward_pre_hook(lambda m, _: stack.append(labels[m])) for m in net.modules()]
+    handles += [m.register_forward_hook(lambda *_: stack.pop()) for m in net.modules()]
     saved: dict[str, int] = defaultdict(int)
     seen: set[int] = set()
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in seen:  # count each buffer once, as memory does
-            seen.add(storage.data_ptr())
-            saved[str(torch._C._current_autograd_node() or "leaf")] += storage.nbytes()
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in seen:  # count each buffer once, as memory does
+            seen.add(ptr)
+            outer = next((s for s in reversed(stack) if s.startswith(("op ", "Mixed"))), "-")
+            saved[f"{outer} / {stack[-1] if stack else '-'}"] += t.untyped_storage().nbytes()
         return t
 
     x, y = data[0], data[1]
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = opt.criterion(opt.net(x), y)
-    print(f"saved for backward (weight-step forward, batch {len(y)}): {sum(saved.values()) / GB:.2f} GB")
-    for name, nbytes in sorted(saved.items(), key=lambda kv: -kv[1])[:10]:
-        print(f"  {name.split(' object')[0].lstrip('<'):<45}{nbytes / GB:>8.3f} GB")
+        loss = opt.criterion(net(x), y)
+    for h in handles:
+        h.remove()
+    print(f"saved for backward by one forward (batch {len(y)}): {sum(saved.values()) / GB:.2f} GB")
+    for name, nbytes in sorted(saved.items(), key=lambda kv: -kv[1])[:12]:
+        print(f"  {name:<50}{nbytes / GB:>8.3f} GB")
     del loss
 
 

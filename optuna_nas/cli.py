@@ -158,7 +158,6 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 def _run_one(study: optuna.Study, objective: Any) -> optuna.trial.FrozenTrial:
     """Run one trial; a failure inside it is re-raised (the trial is stored as FAIL, never COMPLETE)."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study.optimize(objective, n_trials=1, catch=())
     trial = study.trials[-1]
     if trial.state != optuna.trial.TrialState.COMPLETE:
@@ -197,6 +196,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what happens
     try:
         if args.command == "search":
             return cmd_search_darts(args)

@@ -92,24 +92,25 @@ class DartsSearchObjective:
         self.job = job
         self.space = load_search_space(job.space)
         self.data = load_dataset(job.dataset, job.data_root, job.download)
-        ActivationMode.parse(job.activation_mode or self.space.activation_mode)  # fail before any trial
-
-    def __call__(self, trial: optuna.Trial) -> float:
-        job = self.job
-        mode_text = trial.suggest_categorical("activation_mode", [job.activation_mode or self.space.activation_mode])
-        k = trial.suggest_categorical("partial_channels", [job.partial_channels])
-        seed = trial.suggest_categorical("seed", [job.settings.seed])
-        unrolled = trial.suggest_categorical("unrolled", [job.settings.unrolled])
-        settings = replace(job.settings, seed=int(seed), unrolled=bool(unrolled))
-        mode = ActivationMode.parse(str(mode_text))
+        mode = ActivationMode.parse(job.activation_mode or self.space.activation_mode)
         frozen = None
         if mode.kind == "config_a":
             if not job.config_a_genotype:
                 raise NasError("activation mode config_a needs --config-a GENOTYPE (a factorized search's result)")
             frozen = load_genotype(job.config_a_genotype).edge_activations
-        config = SuperNetConfig(self.space, mode, channels=job.channels, layers=job.layers,
-                                num_classes=self.data.num_classes, in_channels=self.data.in_channels,
-                                partial_channels=int(k), frozen_activations=frozen)
+        # built (and so validated) before any trial exists: bad input never leaves a failed trial behind
+        self.config = SuperNetConfig(self.space, mode, channels=job.channels, layers=job.layers,
+                                     num_classes=self.data.num_classes, in_channels=self.data.in_channels,
+                                     partial_channels=job.partial_channels, frozen_activations=frozen)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        job = self.job
+        mode = trial.suggest_categorical("activation_mode", [str(self.config.activation_mode)])
+        k = trial.suggest_categorical("partial_channels", [self.config.partial_channels])
+        seed = trial.suggest_categorical("seed", [job.settings.seed])
+        unrolled = trial.suggest_categorical("unrolled", [job.settings.unrolled])
+        settings = replace(job.settings, seed=int(seed), unrolled=bool(unrolled))
+        config = replace(self.config, activation_mode=ActivationMode.parse(str(mode)), partial_channels=int(k))
         key_params = {"space": self.space.name, "dataset": job.dataset, "channels": job.channels,
                       "layers": job.layers, **trial.params, **asdict(settings)}
         key = run_key(trial.study.study_name, key_params)
@@ -156,6 +157,8 @@ class RetrainObjective:
         genotype = load_genotype(job.genotype)
         self.genotype = genotype.with_activation(job.activation) if job.activation else genotype
         self.data = load_dataset(job.dataset, job.data_root, job.download)
+        # building the network once validates it before any trial exists, and gives its cost
+        self.cost = genotype_cost(self.genotype, self.data, job.channels, job.layers, job.imagenet)
 
     def __call__(self, trial: optuna.Trial) -> float:
         job, data, s = self.job, self.data, self.job.settings
@@ -165,8 +168,7 @@ class RetrainObjective:
         device = resolve_device(job.device)
         net = build_network(self.genotype, data.num_classes, data.in_channels, job.channels, job.layers,
                             job.imagenet, job.auxiliary)
-        cost = genotype_cost(self.genotype, data, job.channels, job.layers, job.imagenet)
-        for name, value in {**cost, "genotype": self.genotype.to_dict(), "dataset": job.dataset}.items():
+        for name, value in {**self.cost, "genotype": self.genotype.to_dict(), "dataset": job.dataset}.items():
             trial.set_user_attr(name, value)
         net.to(device)
         optimizer = torch.optim.SGD(net.parameters(), s.lr, momentum=s.momentum, weight_decay=s.weight_decay)

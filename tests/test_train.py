@@ -1,0 +1,66 @@
+"""The one training loop: resuming, corrupt checkpoints, NaN losses, retraining."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from optuna_nas.darts.search import SearchSettings, run_search
+from optuna_nas.data import load_dataset
+from optuna_nas.errors import NasError
+from optuna_nas.train import Checkpointer, check_finite
+
+from _tiny import tiny_config
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _stop_after(epoch: int):
+    def callback(done: int, metrics: dict) -> None:
+        if done == epoch:
+            raise Interrupt
+    return callback
+
+
+def test_interrupted_search_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(tmp_path) -> None:
+    data = load_dataset("synthetic")
+    config = tiny_config("fixed:relu")
+    settings = SearchSettings(epochs=2, batch_size=16, seed=3)
+    cpu = torch.device("cpu")
+    whole = run_search(config, data, settings, cpu, Checkpointer(tmp_path / "a.pt"), verbose=False)
+
+    ckpt = Checkpointer(tmp_path / "b.pt")
+    with pytest.raises(Interrupt):
+        run_search(config, data, settings, cpu, ckpt, [_stop_after(1)], verbose=False)
+    assert torch.load(ckpt.path, weights_only=True)["epoch"] == 1
+    seen = []
+    resumed = run_search(config, data, settings, cpu, ckpt, [lambda e, m: seen.append(e)], verbose=False)
+    assert seen == [2]  # only the missing epoch ran
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    for a, b in zip(whole.network.alpha_parameters(), resumed.network.alpha_parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert resumed.genotype == whole.genotype
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path) -> None:
+    path = tmp_path / "bad.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(NasError, match="corrupt"):
+        Checkpointer(path).load()
+
+
+def test_checkpoint_of_another_configuration_is_refused(tmp_path) -> None:
+    data = load_dataset("synthetic")
+    ckpt = Checkpointer(tmp_path / "c.pt")
+    run_search(tiny_config("fixed:relu"), data, SearchSettings(epochs=1, batch_size=32), torch.device("cpu"), ckpt,
+               verbose=False)
+    with pytest.raises(NasError, match="does not match"):
+        run_search(tiny_config("factorized"), data, SearchSettings(epochs=2, batch_size=32), torch.device("cpu"),
+                   ckpt, verbose=False)
+
+
+def test_nan_loss_stops_with_a_message() -> None:
+    with pytest.raises(NasError, match="loss became nan"):
+        check_finite(torch.tensor(float("nan")), "epoch 3")
