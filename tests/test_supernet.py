@@ -182,3 +182,14 @@ def test_unrolled_search_step_moves_alpha() -> None:
     tri.step(*_batch(), *_batch())
     assert all(not torch.equal(b, p) for b, p in zip(before, net.alpha_parameters() + net.beta_parameters(),
                                                       strict=True))
+
+
+def test_folding_alpha_into_batchnorm_is_the_same_function() -> None:
+    """Each candidate's weighted output equals softmax(α)_o · o(σ(x)), as DARTS computes it."""
+    net = tiny_network("fixed:relu")
+    edge = net.cells[0].edges[3]
+    x = torch.randn(4, 4, 8, 8)
+    alpha = torch.softmax(torch.randn(8), 0)
+    expected = sum(alpha[i] * op(x if c.activation_index is None else torch.relu(x))
+                   for i, (c, op) in enumerate(zip(edge.candidates, edge.ops, strict=True)) if not c.is_none)
+    assert torch.allclose(edge(x, alpha, None), expected, atol=1e-5)

@@ -142,6 +142,25 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
 
 
+def _split_final_norm(op: nn.Module) -> tuple[nn.Module, nn.BatchNorm2d] | None:
+    if isinstance(op, nn.Sequential) and isinstance(op[-1], nn.BatchNorm2d) and not op[-1].affine:
+        return op[:-1], op[-1]
+    return None
+
+
+def _weighted(op: nn.Module, folded: tuple[nn.Module, nn.BatchNorm2d] | None, x: torch.Tensor,
+              w: torch.Tensor) -> torch.Tensor:
+    """``w * op(x)``. When ``op`` ends in a non-affine BatchNorm, ``w`` becomes that BatchNorm's scale:
+    the same function, but autograd keeps no copy of the normalised output for ``w``'s gradient."""
+    if folded is None:
+        return w * op(x)
+    body, norm = folded
+    h = body(x)
+    use_batch_stats = norm.training or norm.running_mean is None
+    return F.batch_norm(h, norm.running_mean, norm.running_var, w.expand(h.shape[1]), None, use_batch_stats,
+                        norm.momentum if norm.momentum is not None else 0.1, norm.eps)
+
+
 class MixedEdge(nn.Module):
     """One edge of the search cell: Σ_o softmax(α)_o · o(σ(x)) over its candidates, on 1/K of x."""
 
@@ -163,6 +182,8 @@ class MixedEdge(nn.Module):
                 body = nn.Sequential(body, nn.BatchNorm2d(self.op_channels, affine=False))
             ops.append(body)
         self.ops = nn.ModuleList(ops)
+        # (body without its final BatchNorm, that BatchNorm) where the body ends in a non-affine BatchNorm
+        self._folded = [_split_final_norm(op) for op in ops]
         if self.k > 1 and stride > 1:
             self.bypass_pool = nn.MaxPool2d(2, 2, ceil_mode=True)
 
@@ -171,10 +192,11 @@ class MixedEdge(nn.Module):
             x, bypass = x[:, : self.op_channels], x[:, self.op_channels :]
         activated = self.activation(x, beta_weights) if self.activation is not None else []
         out: torch.Tensor | None = None
-        for w, cand, op in zip(alpha_weights, self.candidates, self.ops, strict=True):
+        for i, (w, cand, op) in enumerate(zip(alpha_weights, self.candidates, self.ops, strict=True)):
             if cand.is_none:
                 continue
-            y = w * op(x if cand.activation_index is None else activated[cand.activation_index])
+            inp = x if cand.activation_index is None else activated[cand.activation_index]
+            y = _weighted(op, self._folded[i], inp, w)
             out = y if out is None else out + y
         assert out is not None
         if self.k == 1:
