@@ -17,12 +17,15 @@ Two exact simplifications of DARTS's forward pass, chosen for speed and memory:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..errors import NasError
 from ..genotypes import CELL_TYPES
@@ -118,6 +121,19 @@ class SuperNetConfig:
         return self.space.activations
 
 
+_CHECKPOINT_MIXTURES: ContextVar[bool] = ContextVar("checkpoint_mixtures", default=True)
+
+
+@contextmanager
+def mixture_checkpointing(enabled: bool) -> Iterator[None]:
+    """Turn recomputation of β-mixtures off where parameters are swapped in (DARTS's unrolled step)."""
+    token = _CHECKPOINT_MIXTURES.set(enabled)
+    try:
+        yield
+    finally:
+        _CHECKPOINT_MIXTURES.reset(token)
+
+
 class EdgeActivation(nn.Module):
     """σ of one edge: one activation, a β-weighted mixture of the group (Eq. 2), or all of them."""
 
@@ -131,10 +147,17 @@ class EdgeActivation(nn.Module):
         if not self.mixture:
             return [act(x) for act in self.acts]
         assert beta_weights is not None
+        if torch.is_grad_enabled() and _CHECKPOINT_MIXTURES.get():
+            # Recompute the nine activations in the backward pass instead of keeping them (and their
+            # β-weighted copies) alive: the mixture then costs the memory of one activation, like DARTS.
+            return [checkpoint(self._mix, x, beta_weights, use_reentrant=False)]
+        return [self._mix(x, beta_weights)]
+
+    def _mix(self, x: torch.Tensor, beta_weights: torch.Tensor) -> torch.Tensor:
         mixed = beta_weights[0] * self.acts[0](x)
         for w, act in zip(beta_weights[1:], self.acts[1:], strict=True):
             mixed = mixed + w * act(x)
-        return [mixed]
+        return mixed
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
