@@ -1,5 +1,6 @@
 """RandGrow (Hu et al., 2019): grow cost-efficient networks by random increments from hull parents."""
 
+from ..genotypes import count_parameters
 from .architecture import (
     CELL_TYPES,
     INCREMENT_OPERATIONS,
@@ -14,7 +15,7 @@ from .architecture import (
     sample_increments,
 )
 from .hull import choose_parent, lower_hull, parent_probabilities
-from .network import RandGrowNetwork, count_parameters, inherit_weights
+from .network import RandGrowNetwork, inherit_weights
 
 __all__ = [
     "CELL_TYPES",

@@ -187,7 +187,3 @@ def inherit_weights(
                 module.zero_init_last()
     return fresh
 
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of parameters (the paper's cost measure in Table 1)."""
-    return sum(p.numel() for p in model.parameters())
