@@ -73,7 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--layers", type=_positive(int), default=8)
     s.add_argument("--lr", type=_positive(float), default=0.05)
     s.add_argument("--arch-lr", type=_positive(float), default=6e-4)
-    s.add_argument("--train-portion", type=float, default=0.5)
+    s.add_argument("--lr-min", type=float, default=0.001, help="end of ω's cosine schedule")
+    s.add_argument("--weight-decay", type=float, default=3e-4)
+    s.add_argument("--train-portion", type=float, default=0.5, help="share of the training set for ω")
+    s.add_argument("--val-portion", type=float, default=None, help="share for α, β (default: the rest)")
+    s.add_argument("--warmup-epochs", type=int, default=0, help="epochs that train ω only (PC-DARTS: 15)")
     s.add_argument("--unrolled", action="store_true", help="DARTS second-order architecture gradient")
     s.add_argument("--beta-pass", choices=["shared", "separate"], default="shared",
                    help="separate: a second validation pass for β, exactly as Algorithm 1")
@@ -112,9 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_search_darts(args: argparse.Namespace) -> int:
-    settings = SearchSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, arch_lr=args.arch_lr,
-                              unrolled=args.unrolled, beta_pass=args.beta_pass, train_portion=args.train_portion,
-                              seed=args.seed)
+    settings = SearchSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_min=args.lr_min,
+                              weight_decay=args.weight_decay, arch_lr=args.arch_lr, unrolled=args.unrolled,
+                              beta_pass=args.beta_pass, train_portion=args.train_portion,
+                              val_portion=args.val_portion, warmup_epochs=args.warmup_epochs, seed=args.seed)
     job = DartsSearchJob(dataset=args.dataset, data_root=args.data_root, download=args.download, space=args.space,
                          activation_mode=args.activation_mode, config_a_genotype=args.config_a,
                          partial_channels=args.partial_channels, channels=args.channels, layers=args.layers,

@@ -301,12 +301,15 @@ def make_batches(data: ImageDataset, split: str, indices: Sequence[int] | None, 
     return DeviceLoader(loader, device)
 
 
-def split_indices(n: int, portion: float, generator: torch.Generator) -> tuple[list[int], list[int]]:
-    """A random split of range(n): the first ``portion`` for search-train, the rest for search-val."""
-    if not 0.0 < portion < 1.0:
-        raise NasError(f"train portion must be between 0 and 1, got {portion}")
+def split_indices(n: int, portion: float, generator: torch.Generator,
+                  val_portion: float | None = None) -> tuple[list[int], list[int]]:
+    """Disjoint random search-train / search-val index lists: ``portion`` of range(n) for training and
+    ``val_portion`` (default: the rest) for validation, e.g. 0.1 and 0.025 for PC-DARTS on ImageNet."""
+    val_portion = 1.0 - portion if val_portion is None else val_portion
+    if not 0.0 < portion < 1.0 or not 0.0 < val_portion <= 1.0 - portion + 1e-9:
+        raise NasError(f"search split {portion:g}/{val_portion:g} must be positive fractions adding up to <= 1")
     order = torch.randperm(n, generator=generator).tolist()
-    cut = int(round(n * portion))
-    if cut == 0 or cut == n:
-        raise NasError(f"{n} training images cannot be split {portion:.2f}/{1 - portion:.2f}")
-    return order[:cut], order[cut:]
+    cut, size = int(round(n * portion)), int(round(n * val_portion))
+    if cut == 0 or size == 0 or cut + size > n:
+        raise NasError(f"{n} training images cannot be split {portion:g}/{val_portion:g}")
+    return order[:cut], order[cut : cut + size]

@@ -44,7 +44,7 @@ def report_to_trial(trial: optuna.Trial, metric: str) -> EpochCallback:
     def callback(epoch: int, metrics: dict[str, Any]) -> None:
         trial.report(float(metrics[metric]), epoch)
         trial.set_user_attr("epochs_done", epoch)
-        if trial.should_prune():
+        if not metrics.get("replayed") and trial.should_prune():
             raise optuna.TrialPruned(f"pruned at epoch {epoch} ({metric} {metrics[metric]:.4g})")
 
     return callback

@@ -29,6 +29,8 @@ from tqdm import tqdm
 
 from .errors import NasError
 
+# Called after every epoch with (epochs done, metrics); after a resume, first once per restored epoch with
+# metrics["replayed"] set, so a new Optuna trial gets the whole learning curve.
 EpochCallback = Callable[[int, dict[str, Any]], None]
 
 
@@ -158,6 +160,9 @@ class EpochLoop:
             extra: Callable[[], dict[str, Any]] = dict) -> list[dict[str, Any]]:
         history = self.state.history
         assert history is not None
+        for metrics in history:  # a resumed run shows its whole curve again (e.g. to a new Optuna trial)
+            for callback in self.callbacks:
+                callback(int(metrics["epoch"]), {**metrics, "replayed": True})
         for epoch in range(self.state.epoch, self.epochs):
             if self.scheduler is not None:
                 self.scheduler.step(epoch)

@@ -79,3 +79,36 @@ def test_bad_input_is_one_line_and_exit_2_and_stores_nothing(tmp_path, args, mes
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and message in out.stderr
     assert not (tmp_path / "x.db").exists()  # checked before touching storage: no failed trial left behind
+
+
+def test_interrupted_search_resumes_when_the_same_command_runs_again(tmp_path, monkeypatch, capsys) -> None:
+    import optuna
+
+    from optuna_nas import objectives
+
+    storage = f"sqlite:///{tmp_path / 'i.db'}"
+    args = ["search", "darts", "--activation-mode", "fixed:relu", "--storage", storage, "--study-name", "resume",
+            "--run-dir", str(tmp_path / "runs"), "--dataset", "synthetic", "--epochs", "2", "--channels", "4",
+            "--layers", "3"]
+    report = objectives.report_to_trial
+
+    def interrupt_after_first_epoch(trial, metric):
+        def callback(epoch, metrics):
+            if epoch == 1:
+                raise KeyboardInterrupt
+        return callback
+
+    monkeypatch.setattr(objectives, "report_to_trial", interrupt_after_first_epoch)
+    assert main(args) == 130
+    study = optuna.load_study(study_name="resume", storage=storage)
+    assert [t.state.name for t in study.trials] == ["FAIL"]  # never COMPLETE with a made-up value
+    assert "rerun the same command" in capsys.readouterr().err
+
+    monkeypatch.setattr(objectives, "report_to_trial", report)
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "resumed from" in err and "after epoch 1" in err
+    assert "epoch 1/2" not in err.split("resumed from")[1]  # only epoch 2 ran again
+    study = optuna.load_study(study_name="resume", storage=storage)
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE"]
+    assert study.trials[1].intermediate_values.keys() == {1, 2}  # the restored epoch is reported again

@@ -84,3 +84,10 @@ def test_search_split_is_half_and_half_and_disjoint() -> None:
     assert len(train) == len(val) == 5 and set(train).isdisjoint(val)
     with pytest.raises(NasError):
         split_indices(10, 1.0, torch.Generator())
+
+
+def test_search_split_can_take_a_subset_as_pc_darts_on_imagenet() -> None:
+    train, val = split_indices(400, 0.1, torch.Generator().manual_seed(0), val_portion=0.025)
+    assert len(train) == 40 and len(val) == 10 and set(train).isdisjoint(val)
+    with pytest.raises(NasError, match="adding up to"):
+        split_indices(400, 0.8, torch.Generator(), val_portion=0.5)

@@ -36,8 +36,9 @@ def test_interrupted_search_resumes_from_its_checkpoint_and_matches_an_uninterru
         run_search(config, data, settings, cpu, ckpt, [_stop_after(1)], verbose=False)
     assert torch.load(ckpt.path, weights_only=True)["epoch"] == 1
     seen = []
-    resumed = run_search(config, data, settings, cpu, ckpt, [lambda e, m: seen.append(e)], verbose=False)
-    assert seen == [2]  # only the missing epoch ran
+    resumed = run_search(config, data, settings, cpu, ckpt, [lambda e, m: seen.append((e, "replayed" in m))],
+                         verbose=False)
+    assert seen == [(1, True), (2, False)]  # epoch 1 is replayed from the checkpoint, only epoch 2 runs
     assert [h["epoch"] for h in resumed.history] == [1, 2]
     for a, b in zip(whole.network.alpha_parameters(), resumed.network.alpha_parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-6)

@@ -52,6 +52,7 @@ class SearchSettings:
     unrolled: bool = False  # DARTS second order
     beta_pass: str = "shared"  # see trilevel.py
     train_portion: float = 0.5  # search-train / search-val halves of the training set
+    val_portion: float | None = None  # default: the rest of the training set
     warmup_epochs: int = 0  # PC-DARTS on ImageNet: epochs that train ω only before α, β move
     amp: bool = True
     seed: int = 0
@@ -81,7 +82,8 @@ def run_search(config: SuperNetConfig, data: ImageDataset, settings: SearchSetti
                verbose: bool = True) -> SearchResult:
     generator = seed_everything(settings.seed)
     network = SearchNetwork(config).to(device)
-    train_idx, val_idx = split_indices(len(data.train), settings.train_portion, generator)
+    train_idx, val_idx = split_indices(len(data.train), settings.train_portion, generator,
+                                      settings.val_portion)
     train_batches = make_batches(data, "train", train_idx, settings.batch_size, True, device, generator)
     val_batches = make_batches(data, "train", val_idx, settings.batch_size, True, device, generator)
     val_eval = make_batches(data, "train", val_idx, settings.batch_size, False, device, generator)
