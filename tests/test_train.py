@@ -14,7 +14,7 @@ from _tiny import tiny_config
 
 
 class Interrupt(Exception):
-    pass
+    """Stands in for a process that dies after an epoch's checkpoint was written."""
 
 
 def _stop_after(epoch: int):
