@@ -9,11 +9,12 @@ What: for each search mode, the C=16, 8-cell super-network (batch 64, 3x32x32, 1
 fp32) runs 1 warm-up step and N timed steps of Algorithm 1; each step is timed as the weight step plus the
 architecture step (the one shared alpha/beta validation pass). Each mode runs in a fresh subprocess
 (``--single-mode``) so its peak resident set size (``ru_maxrss``) is its own; the report gives that peak and
-the peak minus the RSS just before the first step. ``retrain`` times forward+backward of DARTS_V2 (C=36,
-20 cells, auxiliary head, batch 32, drop path 0.2). ``--profile`` prints a torch.profiler table of one
-fixed:relu step and the bytes autograd saves for backward, grouped by the op that saved them.
+the peak minus the RSS just before the first step; a mode killed for memory is reported as failed.
+``retrain`` times forward+backward of DARTS_V2 (C=36, 20 cells, auxiliary head, batch 32, drop path 0.2).
+``--profile [MODE]`` prints a torch.profiler table of one search step (default fixed:relu) and the bytes
+autograd saves for backward in one forward pass, grouped by the candidate operator and module saving them.
 
-Usage: python benchmarks/bench_darts_search.py [--steps N] [--modes ...] [--json out.json] [--profile]
+Usage: python benchmarks/bench_darts_search.py [--steps N] [--modes ...] [--json out.json] [--profile [MODE]]
 """
 
 from __future__ import annotations
@@ -33,8 +34,11 @@ from typing import Any
 # torch is imported only inside the measuring subprocess, so the parent stays small and a child's
 # ru_maxrss (which Linux carries over from the parent's memory image across exec) is the child's own.
 
-SEARCH_MODES = ("fixed:relu", "factorized", "non_factorized", "pc_darts")
+# "+recompute": the memory-saving option (each cell recomputed in backward)
+SEARCH_MODES = ("fixed:relu", "factorized", "pc_darts", "fixed:relu+recompute", "factorized+recompute",
+                "non_factorized+recompute", "non_factorized")
 ALL_MODES = (*SEARCH_MODES, "retrain")
+DEFAULT_MODES = ("fixed:relu", "factorized", "pc_darts", "fixed:relu+recompute", "factorized+recompute", "retrain")
 GB = 1e9
 # (step s, weight s, arch s, peak GB) of the original DARTS / PC-DARTS code on this machine class
 REFERENCE = {"fixed:relu": (21.3, 10.6, 10.6, 10.8), "pc_darts": (8.3, None, None, 4.2)}
@@ -59,12 +63,15 @@ def build_search(mode: str, batch: int = 64) -> tuple[Any, Any, tuple[Any, ...]]
     from optuna_nas.search_space import A_DARTS_SPACE, DARTS_SPACE
 
     torch.manual_seed(0)
+    recompute = mode.endswith("+recompute")
+    mode = mode.removesuffix("+recompute")
     pc = mode == "pc_darts"
     activation = "fixed:relu" if pc else mode
     space = DARTS_SPACE if activation.startswith("fixed") else A_DARTS_SPACE
     config = SuperNetConfig(space, ActivationMode.parse(activation), channels=16, layers=8, num_classes=10,
-                            in_channels=3, partial_channels=4 if pc else 1)
-    net = SearchNetwork(config).train()
+                            in_channels=3, partial_channels=4 if pc else 1, recompute_cells=recompute)
+    # the library's default layout (SearchSettings.channels_last)
+    net = SearchNetwork(config).train().to(memory_format=torch.channels_last)
 
     def adam(params: list[torch.nn.Parameter]) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=6e-4, betas=(0.5, 0.999), weight_decay=1e-3)
@@ -73,8 +80,8 @@ def build_search(mode: str, batch: int = 64) -> tuple[Any, Any, tuple[Any, ...]]
     b_opt = adam(net.beta_parameters()) if net.beta_parameters() else None
     opt = TriLevelOptimizer(net, w_opt, adam(net.alpha_parameters()), b_opt, grad_clip=5.0, unrolled=False,
                             beta_pass="shared", amp=False)
-    data = (torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,)),
-            torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,)))
+    images = [torch.randn(batch, 3, 32, 32).contiguous(memory_format=torch.channels_last) for _ in range(2)]
+    data = (images[0], torch.randint(0, 10, (batch,)), images[1], torch.randint(0, 10, (batch,)))
     return net, opt, data
 
 
@@ -95,10 +102,10 @@ def build_retrain() -> tuple[Any, Any]:
 
     torch.manual_seed(0)
     net = network_cifar(BUILTIN_GENOTYPES["DARTS_V2"], channels=36, num_classes=10, layers=20, auxiliary=True)
-    net.train()
+    net.train().to(memory_format=torch.channels_last)  # TrainSettings.channels_last
     net.set_drop_path(0.2)
     criterion = torch.nn.CrossEntropyLoss()
-    x, y = torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,))
+    x, y = torch.randn(32, 3, 32, 32).contiguous(memory_format=torch.channels_last), torch.randint(0, 10, (32,))
 
     def fwd_bwd() -> None:
         net.zero_grad(set_to_none=True)
@@ -135,8 +142,10 @@ def measure(mode: str, steps: int) -> dict[str, Any]:
 def run_child(mode: str, steps: int) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--single-mode", mode, "--steps", str(steps)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode:
-        sys.exit(f"{mode} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    if done.returncode:  # e.g. -9: killed by the kernel's OOM killer
+        why = "killed (SIGKILL: out of memory?)" if done.returncode == -9 else f"exit {done.returncode}"
+        print(f"{mode} failed: {why}\n{done.stderr[-2000:]}", file=sys.stderr)
+        return {"mode": mode, "error": why}
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -146,15 +155,19 @@ def verdict(ok: bool) -> str:
 
 def report(results: dict[str, dict[str, Any]]) -> None:
     base = results.get("fixed:relu")
-    print(f"{'mode':<15}{'step s':>8}{'weight s':>10}{'arch s':>8}{'x relu':>8}{'peak GB':>9}{'dpeak GB':>10}"
+    base = None if base is None or "error" in base else base
+    print(f"{'mode':<26}{'step s':>8}{'weight s':>10}{'arch s':>8}{'x relu':>8}{'peak GB':>9}{'dpeak GB':>10}"
           f"{'mem x relu':>11}  target / reference")
     for mode, r in results.items():
         if mode == "retrain":
             continue
+        if "error" in r:
+            print(f"{mode:<26}FAILED: {r['error']}")
+            continue
         ratio = r["step_s"] / base["step_s"] if base else float("nan")
         mem = r["peak_delta_gb"] / base["peak_delta_gb"] if base else float("nan")
         notes = []
-        if mode == "fixed:relu":
+        if mode.startswith("fixed:relu"):
             notes.append(f"<=10 s {verdict(r['step_s'] <= 10)}, <=5 GB {verdict(r['peak_gb'] <= 5)}")
         if mode == "factorized" and base:
             notes.append(f"<=1.25x {verdict(ratio <= 1.25)}")
@@ -164,22 +177,22 @@ def report(results: dict[str, dict[str, Any]]) -> None:
             s, w, a, gb = REFERENCE[mode]
             split = f" (w {w} / a {a})" if w else ""
             notes.append(f"ref {s} s{split}, {gb} GB")
-        print(f"{mode:<15}{r['step_s']:>8.2f}{r['weight_s']:>10.2f}{r['arch_s']:>8.2f}{ratio:>8.2f}"
+        print(f"{mode:<26}{r['step_s']:>8.2f}{r['weight_s']:>10.2f}{r['arch_s']:>8.2f}{ratio:>8.2f}"
               f"{r['peak_gb']:>9.2f}{r['peak_delta_gb']:>10.2f}{mem:>11.2f}  {'; '.join(notes)}")
-    if "retrain" in results:
+    if "step_s" in results.get("retrain", {}):
         r = results["retrain"]
         print(f"retrain DARTS_V2 fwd+bwd (C=36, 20 cells, aux, batch 32): {r['step_s']:.2f} s "
               f"(ref {RETRAIN_REFERENCE_S} s), peak {r['peak_gb']:.2f} GB")
-    loads = ", ".join(f"{m} {r['load_avg']:.1f}" for m, r in results.items())
+    loads = ", ".join(f"{m} {r['load_avg']:.1f}" for m, r in results.items() if "load_avg" in r)
     print(f"1-min load average at the end of each mode (2 cores): {loads}")
 
 
-def profile(steps: int) -> None:
-    """torch.profiler of one fixed:relu step, then the bytes saved for backward, by the op saving them."""
+def profile(mode: str) -> None:
+    """torch.profiler of one search step, then the bytes saved for backward, by the op saving them."""
     import torch
     from torch.profiler import ProfilerActivity
 
-    _, opt, data = build_search("fixed:relu")
+    _, opt, data = build_search(mode)
     search_step(opt, data)
     with torch.profiler.profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         search_step(opt, data)
@@ -190,11 +203,14 @@ def profile(steps: int) -> None:
     net = opt.net
     labels = {m: type(m).__name__ for m in net.modules()}
     for edge in (m for m in net.modules() if type(m).__name__ == "MixedEdge"):
-        labels |= {op: f"op {c.op}" for op, c in zip(edge.ops, edge.candidates, strict=True)}
-        labels[edge] = "MixedEdge (weighted sum)"
+        labels[edge] = "edge mixing"  # what an edge saves outside any sub-module (weights, folded norms)
+        for op, cand in zip(edge.ops, edge.candidates, strict=True):
+            labels |= {m: f"{cand.op} / {type(m).__name__}" for m in op.modules()}
+        if edge.activation is not None:
+            labels |= {m: f"edge activation / {type(m).__name__}" for m in edge.activation.modules()}
     stack: list[str] = []
     handles = [m.register_forward_pre_hook(lambda m, _: stack.append(labels[m])) for m in net.modules()]
-    handles += [m.register_forward_hook(lambda *_: stack.pop()) for m in net.modules()]
+    handles += [m.register_forward_hook(lambda *_: stack.pop() and None) for m in net.modules()]
     saved: dict[str, int] = defaultdict(int)
     seen: set[int] = set()
 
@@ -202,8 +218,7 @@ def profile(steps: int) -> None:
         ptr = t.untyped_storage().data_ptr()
         if ptr not in seen:  # count each buffer once, as memory does
             seen.add(ptr)
-            outer = next((s for s in reversed(stack) if s.startswith(("op ", "Mixed"))), "-")
-            saved[f"{outer} / {stack[-1] if stack else '-'}"] += t.untyped_storage().nbytes()
+            saved[stack[-1] if stack else "-"] += t.untyped_storage().nbytes()
         return t
 
     x, y = data[0], data[1]
@@ -220,23 +235,26 @@ def profile(steps: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3, help="timed steps per mode, after 1 warm-up step")
-    parser.add_argument("--modes", nargs="+", choices=ALL_MODES, default=list(ALL_MODES))
+    parser.add_argument("--modes", nargs="+", choices=ALL_MODES, default=list(DEFAULT_MODES),
+                        help="non_factorized needs the memory-saving option to fit in 24 GB")
     parser.add_argument("--json", type=Path, help="write all results here")
     parser.add_argument("--single-mode", choices=ALL_MODES, help=argparse.SUPPRESS)
-    parser.add_argument("--profile", action="store_true", help="profile one fixed:relu step instead")
+    parser.add_argument("--profile", nargs="?", const="fixed:relu", choices=SEARCH_MODES, metavar="MODE",
+                        help="profile one search step of MODE (default fixed:relu) instead")
     args = parser.parse_args()
     if args.single_mode:
         print(json.dumps(measure(args.single_mode, args.steps)))
         return
     if args.profile:
-        profile(args.steps)
+        profile(args.profile)
         return
     modes = sorted(args.modes, key=lambda m: m != "fixed:relu")  # the baseline first
     results = {}
     for mode in modes:
         results[mode] = run_child(mode, args.steps)
-        print(f"[{mode}] {results[mode]['step_s']:.2f} s/step, peak {results[mode]['peak_gb']:.2f} GB",
-              file=sys.stderr, flush=True)
+        r = results[mode]
+        if "error" not in r:
+            print(f"[{mode}] {r['step_s']:.2f} s/step, peak {r['peak_gb']:.2f} GB", file=sys.stderr)
     report(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -162,8 +162,12 @@ class EdgeActivation(nn.Module):
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """PC-DARTS's shuffle; the result keeps the input's memory layout (mixing layouts slows convolutions)."""
     b, c, h, w = x.shape
-    return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+    out = x.reshape(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+    if x.is_contiguous(memory_format=torch.channels_last):
+        out = out.contiguous(memory_format=torch.channels_last)
+    return out
 
 
 def _split_final_norm(op: nn.Module) -> tuple[nn.Module, nn.BatchNorm2d] | None:
