@@ -18,7 +18,7 @@ import optuna
 
 from .darts.search import SearchSettings
 from .errors import NasError
-from .genotypes import load_genotype
+from .genotypes import count_multiply_adds, count_parameters, load_genotype
 from .objectives import DartsSearchJob, DartsSearchObjective, RetrainJob, RetrainObjective, build_network
 from .search_space import load_search_space
 from .storage import DEFAULT_RUN_DIR, DEFAULT_STORAGE, load_or_create_study
@@ -182,8 +182,6 @@ def cmd_info(args: argparse.Namespace) -> int:
         text = f"{space.name}: {float(out['architectures']):.2g} architectures " \
                f"({out['choices_per_edge']} choices per kept edge, {float(out['per_cell']):.3g} per cell type)"
     elif args.arch:
-        from .genotypes import count_multiply_adds, count_parameters
-
         genotype = load_genotype(args.arch)
         if args.activation:
             genotype = genotype.with_activation(args.activation)

@@ -51,9 +51,16 @@ class TensorSource:
             raise NasError(f"{len(images)} images but {len(labels)} labels")
         self.images = images
         self.labels = labels.long()
+        self._on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and labels on ``device``, copied there once however many loaders read them."""
+        if device not in self._on_device:
+            self._on_device[device] = (self.images.to(device), self.labels.to(device))
+        return self._on_device[device]
 
 
 @dataclass
@@ -91,8 +98,7 @@ class TensorBatches:
         c = source.images.shape[1]
         self.mean = torch.tensor(mean, device=device).view(1, c, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, c, 1, 1)
-        self._images = source.images.to(device)
-        self._labels = source.labels.to(device)
+        self._images, self._labels = source.on(device)
 
     def __len__(self) -> int:
         n = len(self.indices)
