@@ -212,6 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NasError as exc:
         print(f"optuna-nas: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like: not an error of ours
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("optuna-nas: interrupted; rerun the same command to resume from the last epoch checkpoint",
               file=sys.stderr)
