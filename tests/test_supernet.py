@@ -238,3 +238,38 @@ def test_memory_layout_and_cell_recomputation_leave_loss_and_gradients_unchanged
     assert torch.allclose(loss_a, loss_b, atol=1e-5)
     for a, b in zip(grads_a, grads_b, strict=True):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_fused_mixture_equals_the_activation_by_activation_sum(train: bool) -> None:
+    """Eq. 2 computed in a few passes is Eq. 2: values and gradients (x, β, PReLU, Swish b) match."""
+    from optuna_nas.darts.mixture import fused_mixture
+
+    act = tiny_network("factorized").cells[0].edges[0].activation
+    assert act.fused
+    with torch.no_grad():
+        act.acts[3].weight.fill_(0.3)  # PReLU slope
+        act.acts[8].b.fill_(1.7)  # Swish coefficient
+    act.train(train)
+    names = list(act.names)
+    keep = [i for i, n in enumerate(names) if not (train and n == "rrelu")]  # RReLU's slopes are random in training
+    x = (3 * torch.randn(2, 4, 8, 8)).requires_grad_()
+    beta = torch.softmax(torch.randn(9), 0)[keep].detach().requires_grad_()
+    acts = [act.acts[i] for i in keep]
+    fused = fused_mixture(x, beta, acts)
+    plain = sum(w * a(x) for w, a in zip(beta, acts, strict=True))
+    assert torch.allclose(fused, plain, atol=1e-5)
+    params = [x, beta, act.acts[3].weight, act.acts[8].b]
+    g_fused = torch.autograd.grad(fused.square().sum(), params)
+    g_plain = torch.autograd.grad(plain.square().sum(), params)
+    for a, b in zip(g_fused, g_plain, strict=True):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_fused_rrelu_draws_slopes_in_its_range_during_training() -> None:
+    from optuna_nas.darts.mixture import fused_mixture
+
+    rrelu = torch.nn.RReLU()
+    x = -torch.rand(1000) - 0.1
+    slopes = fused_mixture(x, torch.ones(1), [rrelu]) / x
+    assert slopes.min() >= rrelu.lower - 1e-6 and slopes.max() <= rrelu.upper + 1e-6 and slopes.std() > 0.01
