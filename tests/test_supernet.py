@@ -198,7 +198,7 @@ def test_folding_alpha_into_batchnorm_is_the_same_function() -> None:
 def test_recomputed_beta_mixture_gives_the_same_gradients() -> None:
     """The factorised mixture is recomputed in backward (memory); values and gradients are unchanged,
     RReLU's random slopes included."""
-    from optuna_nas.darts.supernet import mixture_checkpointing
+    from optuna_nas.darts.supernet import recomputation
 
     act = tiny_network("factorized").cells[0].edges[0].activation
     results = []
@@ -206,7 +206,7 @@ def test_recomputed_beta_mixture_gives_the_same_gradients() -> None:
         x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)).requires_grad_()
         beta = torch.softmax(torch.randn(9, generator=torch.Generator().manual_seed(1)), 0).requires_grad_()
         torch.manual_seed(5)
-        with mixture_checkpointing(enabled):
+        with recomputation(enabled):
             (out,) = act(x, beta)
         out.square().sum().backward()
         results.append((out.detach(), x.grad, beta.grad))

@@ -123,17 +123,18 @@ class SuperNetConfig:
         return self.space.activations
 
 
-_CHECKPOINT_MIXTURES: ContextVar[bool] = ContextVar("checkpoint_mixtures", default=True)
+_RECOMPUTE: ContextVar[bool] = ContextVar("recompute", default=True)
 
 
 @contextmanager
-def mixture_checkpointing(enabled: bool) -> Iterator[None]:
-    """Turn recomputation (β-mixtures, cells) off where parameters are swapped in (DARTS's unrolled step)."""
-    token = _CHECKPOINT_MIXTURES.set(enabled)
+def recomputation(enabled: bool) -> Iterator[None]:
+    """Switch recomputation in backward (β-mixtures, ``recompute_cells``) on or off; it must be off where
+    parameters are swapped in by ``functional_call`` (DARTS's unrolled step)."""
+    token = _RECOMPUTE.set(enabled)
     try:
         yield
     finally:
-        _CHECKPOINT_MIXTURES.reset(token)
+        _RECOMPUTE.reset(token)
 
 
 class EdgeActivation(nn.Module):
@@ -150,9 +151,9 @@ class EdgeActivation(nn.Module):
         if not self.mixture:
             return [act(x) for act in self.acts]
         assert beta_weights is not None
-        if torch.is_grad_enabled() and _CHECKPOINT_MIXTURES.get():
-            # Recompute the nine activations in the backward pass instead of keeping them (and their
-            # β-weighted copies) alive: the mixture then costs the memory of one activation, like DARTS.
+        if torch.is_grad_enabled() and _RECOMPUTE.get():
+            # Recompute the mixture in the backward pass instead of keeping its intermediate tensors
+            # alive: it then costs the memory of one activation per edge, like DARTS.
             return [checkpoint(self._mix, x, beta_weights, use_reentrant=False)]
         return [self._mix(x, beta_weights)]
 
@@ -348,7 +349,7 @@ class SearchNetwork(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weights = {t: self.architecture_weights(t) for t in CELL_TYPES}
         s0 = s1 = self.stem(x)
-        recompute = self.recompute_cells and torch.is_grad_enabled() and _CHECKPOINT_MIXTURES.get()
+        recompute = self.recompute_cells and torch.is_grad_enabled() and _RECOMPUTE.get()
         for cell in self.cells:
             args = (s0, s1, *weights["reduce" if cell.reduction else "normal"])
             s0, s1 = s1, checkpoint(cell, *args, use_reentrant=False) if recompute else cell(*args)

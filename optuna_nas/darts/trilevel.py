@@ -27,7 +27,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..train import autocast, check_finite
-from .supernet import SearchNetwork, mixture_checkpointing
+from .supernet import SearchNetwork, recomputation
 
 
 @contextmanager
@@ -94,7 +94,7 @@ class TriLevelOptimizer:
     def _arch_step(self, params: list[nn.Parameter], x_train: torch.Tensor, y_train: torch.Tensor,
                    x_val: torch.Tensor, y_val: torch.Tensor) -> None:
         if self.unrolled:
-            with mixture_checkpointing(False):  # recomputation cannot see functional_call's weights
+            with recomputation(False):  # recomputation cannot see functional_call's weights
                 grads = self._unrolled_grads(params, x_train, y_train, x_val, y_val)
         else:
             with frozen(self.weights):
