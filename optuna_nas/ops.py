@@ -134,15 +134,20 @@ class ReLUConvBN(nn.Sequential):
 
 
 class FactorizedReduce(nn.Module):
-    """Halves the resolution with two offset 1x1 stride-2 convolutions (strided skip_connect)."""
+    """Halves the resolution with two offset 1x1 stride-2 convolutions (strided skip_connect).
+
+    Each 1x1 stride-2 convolution is computed as a subsample then a 1x1 stride-1 convolution: the same
+    function and parameters, and it avoids a torch 2.x CPU crash (heap corruption in the backward pass of a
+    strided 1x1 convolution on channels-last input with one intra-op thread; tested in test_ops).
+    """
 
     def __init__(self, c_in: int, c_out: int, affine: bool) -> None:
         super().__init__()
         if c_out % 2:
             raise NasError(f"FactorizedReduce needs an even channel count, got {c_out}")
         self.relu = nn.ReLU(inplace=False)
-        self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, padding=0, bias=False)
-        self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, padding=0, bias=False)
+        self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, stride=1, padding=0, bias=False)
+        self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, stride=1, padding=0, bias=False)
         self.bn = nn.BatchNorm2d(c_out, affine=affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -150,7 +155,7 @@ class FactorizedReduce(nn.Module):
         shifted = x[:, :, 1:, 1:]
         if x.shape[-1] % 2:  # odd sizes: pad the shifted view so both halves have the same shape
             shifted = nn.functional.pad(shifted, (0, 1, 0, 1))
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
+        return self.bn(torch.cat([self.conv_1(x[:, :, ::2, ::2]), self.conv_2(shifted[:, :, ::2, ::2])], dim=1))
 
 
 def dil_conv_body(c: int, kernel: int, stride: int, padding: int, dilation: int, affine: bool) -> nn.Sequential:

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -9,6 +12,7 @@ from optuna_nas.ops import (
     DARTS_OPERATORS,
     PAPER_ACTIVATIONS,
     ActivatedOperation,
+    FactorizedReduce,
     LearnableSwish,
     build_operation,
     create_activation,
@@ -66,3 +70,27 @@ def test_users_register_activations_without_editing_the_library() -> None:
     assert space.choices_per_edge() == 3 + 4 * 2
     with pytest.raises(NasError, match="already registered"):
         register_activation("test_gelu", nn.GELU)
+
+
+@pytest.mark.parametrize("size", [8, 7])
+def test_factorized_reduce_is_two_offset_strided_1x1_convolutions(size: int) -> None:
+    op = FactorizedReduce(4, 6, affine=True).eval()
+    x = torch.randn(2, 4, size, size)
+    relu = torch.relu(x)
+    shifted = nn.functional.pad(relu[:, :, 1:, 1:], (0, size % 2, 0, size % 2))
+    reference = torch.cat([nn.functional.conv2d(relu, op.conv_1.weight, stride=2),
+                           nn.functional.conv2d(shifted, op.conv_2.weight, stride=2)], dim=1)
+    torch.testing.assert_close(op(x), op.bn(reference))
+
+
+def test_factorized_reduce_backward_survives_channels_last_on_one_thread() -> None:
+    """torch's strided 1x1 convolution corrupts the heap here; FactorizedReduce must not use it."""
+    script = (
+        "import torch; torch.set_num_threads(1)\n"
+        "from optuna_nas.ops import FactorizedReduce\n"
+        "op = FactorizedReduce(4, 4, True).to(memory_format=torch.channels_last)\n"
+        "for _ in range(40):\n"
+        "    x = torch.randn(32, 4, 16, 16).contiguous(memory_format=torch.channels_last).requires_grad_()\n"
+        "    op(x).square().mean().backward()\n"
+    )
+    assert subprocess.run([sys.executable, "-c", script], timeout=120).returncode == 0
