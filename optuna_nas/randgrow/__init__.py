@@ -16,6 +16,7 @@ from .architecture import (
 )
 from .hull import choose_parent, lower_hull, parent_probabilities
 from .network import RandGrowNetwork, inherit_weights
+from .sampler import Proposal, RandGrowSampler, get_proposal
 
 __all__ = [
     "CELL_TYPES",
@@ -25,10 +26,13 @@ __all__ = [
     "Increment",
     "IncrementInput",
     "Layer",
+    "Proposal",
     "RandGrowNetwork",
+    "RandGrowSampler",
     "Skeleton",
     "choose_parent",
     "count_parameters",
+    "get_proposal",
     "grow",
     "inherit_weights",
     "initial_architecture",

@@ -1,0 +1,222 @@
+"""RandGrowSampler: RandGrow's parent choice and random growth as a multi-objective Optuna sampler.
+
+The study has two objectives, both minimised: validation error, then cost (parameters or multiply-adds).
+At ask time (``before_trial``) the sampler reads the completed trials *from storage*, draws a parent from
+their lower convex hull (:func:`~optuna_nas.randgrow.hull.choose_parent`) and appends one growth step of
+random increments (:func:`~optuna_nas.randgrow.architecture.sample_increments`). The proposal is written
+onto the trial before the objective runs:
+
+* system attrs (for samplers and objectives): ``randgrow:architecture`` (the child's JSON object),
+  ``randgrow:parent`` (the parent's trial number, ``None`` for the initial model),
+  ``randgrow:new_increments`` (how many stored increments the child adds);
+* user attrs (for people, ``optuna trials`` and the dashboard): ``architecture``, ``parent``,
+  ``generation`` (growth steps from the initial model) and ``new_increments``.
+
+Nothing is kept only in memory, so any number of workers on shared storage cooperate as the paper's
+parallel workers do: each computes the hull from what is stored when it asks.
+
+Choices the paper leaves open (documented here, tested in ``tests/randgrow/test_randgrow_sampler.py``):
+
+* The first trial of a study is the initial model. A worker that asks while the initial model is still
+  training in another trial (no completed trial yet, an earlier trial running) waits for it instead of
+  training a second initial model; stale trials of dead workers are failed through Optuna's heartbeat
+  (``fail_stale_trials``) while it waits. If the initial model's trial fails, the next trial becomes the
+  initial model.
+* Only completed trials that carry a RandGrow architecture can be parents (a trial added by hand without
+  one is ignored); failed, pruned and running trials never are.
+* A retried trial (``RetryFailedTrialCallback`` copies system attrs) keeps its proposal, so it trains the
+  same child and can resume from its checkpoint.
+* With a ``seed``, a trial's draws come from a generator seeded by (seed, trial number): the same study
+  replayed in the same order proposes the same children, and workers never share a random stream.
+* Ordinary hyperparameters an objective suggests (a learning rate, say) go to ``independent_sampler``
+  (default: :class:`optuna.samplers.RandomSampler` with the same seed).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.samplers import BaseSampler, RandomSampler
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from .architecture import Architecture, SearchMode, grow, initial_architecture, sample_increments
+from .hull import choose_parent
+
+if TYPE_CHECKING:
+    from optuna.study import Study
+
+ATTR_ARCHITECTURE = "randgrow:architecture"
+ATTR_PARENT = "randgrow:parent"
+ATTR_NEW_INCREMENTS = "randgrow:new_increments"
+ATTR_GENERATION = "randgrow:generation"
+DIRECTIONS = (StudyDirection.MINIMIZE, StudyDirection.MINIMIZE)
+_ACTIVE = (TrialState.RUNNING, TrialState.WAITING)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What the sampler proposed for one trial: the child to train and where it grew from."""
+
+    architecture: Architecture
+    parent: int | None  # trial number of the parent; None for the initial model
+    new_increments: int  # the last ``new_increments`` stored increments are new (random initialisation)
+    generation: int  # growth steps from the initial model
+
+
+def _system_attrs(trial: optuna.Trial | FrozenTrial) -> Mapping[str, Any]:
+    if isinstance(trial, FrozenTrial):
+        return trial.system_attrs
+    return trial.storage.get_trial_system_attrs(trial._trial_id)
+
+
+def get_proposal(trial: optuna.Trial | FrozenTrial) -> Proposal | None:
+    """The RandGrow proposal recorded on ``trial``, or None when RandGrowSampler did not propose one."""
+    attrs = _system_attrs(trial)
+    if ATTR_ARCHITECTURE not in attrs:
+        return None
+    return Proposal(
+        architecture=Architecture.from_dict(attrs[ATTR_ARCHITECTURE]),
+        parent=attrs.get(ATTR_PARENT),
+        new_increments=int(attrs.get(ATTR_NEW_INCREMENTS, 0)),
+        generation=int(attrs.get(ATTR_GENERATION, 0)),
+    )
+
+
+class RandGrowSampler(BaseSampler):
+    """Grow networks from the lower convex hull of (cost, validation error), as RandGrow (Hu et al., 2019).
+
+    Args:
+        initial: the initial model (default: the paper's N=6, F=32 skeleton for 10 classes).
+        mode: ``"macro"`` (``3N + 2`` increments anywhere per trial) or ``"cell"`` (one per cell type,
+            replicated into every cell of that type).
+        seed: makes proposals reproducible (see the module notes); None draws from fresh entropy.
+        independent_sampler: samples the ordinary hyperparameters an objective suggests.
+        poll_seconds: how often a worker waiting for the initial model looks at the storage again.
+        verbose: print one line when a worker starts waiting for the initial model.
+
+    The study must minimise two objectives, validation error first and cost second.
+    """
+
+    def __init__(
+        self,
+        initial: Architecture | None = None,
+        mode: SearchMode = "macro",
+        seed: int | None = None,
+        independent_sampler: BaseSampler | None = None,
+        poll_seconds: float = 2.0,
+        verbose: bool = True,
+    ) -> None:
+        if mode not in ("macro", "cell"):
+            raise ValueError(f'unknown RandGrow search mode {mode!r}; known: "macro", "cell"')
+        self.initial = initial if initial is not None else initial_architecture()
+        if self.initial.increments and {i.mode for i in self.initial.increments} != {mode}:
+            raise ValueError(f"the initial architecture's increments are not {mode} increments")
+        self.mode = mode
+        self._seed = seed
+        self._entropy = np.random.RandomState(seed)
+        self._independent_sampler = independent_sampler or RandomSampler(seed=seed)
+        self.poll_seconds = poll_seconds
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ BaseSampler contract
+
+    def reseed_rng(self) -> None:
+        # Replicas of this sampler (``n_jobs`` threads) must not share a stream: forget the seed.
+        self._seed = None
+        self._entropy.seed()
+        self._independent_sampler.reseed_rng()
+
+    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return {}  # the architecture is proposed in before_trial, not as params
+
+    def sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        return {}
+
+    def sample_independent(
+        self, study: Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        return self._independent_sampler.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        self._independent_sampler.before_trial(study, trial)
+        if ATTR_ARCHITECTURE in trial.system_attrs:  # a retried or enqueued trial keeps its proposal
+            return
+        if tuple(study.directions) != DIRECTIONS:
+            raise ValueError(
+                "RandGrowSampler needs a study with directions ['minimize', 'minimize'] "
+                f"(validation error, cost); this study has {[d.name.lower() for d in study.directions]}"
+            )
+        proposal = self.propose(study, trial)
+        self._record(study, trial, proposal)
+
+    def after_trial(
+        self, study: Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
+    ) -> None:
+        self._independent_sampler.after_trial(study, trial, state, values)
+
+    # ------------------------------------------------------------------ RandGrow
+
+    def _trial_rng(self, number: int) -> np.random.RandomState:
+        if self._seed is None:
+            return np.random.RandomState(self._entropy.randint(2**31))
+        return np.random.RandomState(np.random.SeedSequence([self._seed, number]).generate_state(1))
+
+    def propose(self, study: Study, trial: FrozenTrial) -> Proposal:
+        """Choose the parent from the stored hull and grow it; the initial model when there is none."""
+        rng = self._trial_rng(trial.number)
+        announced = False
+        while True:
+            parents = self.parent_candidates(study)
+            if parents:
+                points = [(float(t.values[1]), float(t.values[0])) for t in parents]
+                parent = parents[choose_parent(points, rng)]
+                attrs = parent.system_attrs
+                architecture = Architecture.from_dict(attrs[ATTR_ARCHITECTURE])
+                increments = sample_increments(architecture, self.mode, rng)
+                return Proposal(grow(architecture, increments), parent.number, len(increments),
+                                int(attrs.get(ATTR_GENERATION, 0)) + 1)
+            earlier = [t for t in study.get_trials(deepcopy=False, states=_ACTIVE) if t.number < trial.number]
+            if not earlier:
+                return Proposal(self.initial, None, 0, 0)
+            if self.verbose and not announced:
+                print(f"[randgrow] trial {trial.number} waits for the initial model (trial {earlier[0].number})",
+                      file=sys.stderr)
+                announced = True
+            with warnings.catch_warnings():  # "experimental" since Optuna 2.9, and what heartbeats are for
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)  # a dead worker's initial model must not block us
+            time.sleep(self.poll_seconds)
+
+    @staticmethod
+    def parent_candidates(study: Study) -> list[FrozenTrial]:
+        """Completed trials that carry a RandGrow architecture and two finite values."""
+        return [
+            t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if ATTR_ARCHITECTURE in t.system_attrs and t.values is not None and len(t.values) == 2
+            and all(np.isfinite(t.values))
+        ]
+
+    @staticmethod
+    def _record(study: Study, trial: FrozenTrial, proposal: Proposal) -> None:
+        storage, trial_id = study._storage, trial._trial_id
+        architecture = proposal.architecture.to_dict()
+        for key, value in {ATTR_ARCHITECTURE: architecture, ATTR_PARENT: proposal.parent,
+                           ATTR_NEW_INCREMENTS: proposal.new_increments,
+                           ATTR_GENERATION: proposal.generation}.items():
+            storage.set_trial_system_attr(trial_id, key, value)
+            trial.system_attrs[key] = value  # this is the Trial's cached copy: keep it in step
+        for key, value in {"architecture": architecture, "parent": proposal.parent,
+                           "generation": proposal.generation, "new_increments": proposal.new_increments}.items():
+            storage.set_trial_user_attr(trial_id, key, value)
+            trial.user_attrs[key] = value
