@@ -9,17 +9,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import optuna
 
+from .architectures import architecture_of_trial, load_architecture
+from .artifacts import DEFAULT_ARTIFACT_DIR
 from .darts.search import SearchSettings
 from .errors import NasError
 from .genotypes import count_multiply_adds, count_parameters, load_genotype
-from .objectives import DartsSearchJob, DartsSearchObjective, RetrainJob, RetrainObjective, build_network
+from .objectives import (
+    DartsSearchJob,
+    DartsSearchObjective,
+    RetrainJob,
+    RetrainObjective,
+    build_network,
+    check_categoricals,
+)
+from .randgrow.architecture import Architecture
+from .randgrow.objective import FINAL_TRAINING, INITIAL_TRAINING, SEARCH_TRAINING, RandGrowJob
+from .randgrow.search import RandGrowSearch, hull_trials, run_randgrow
 from .search_space import load_search_space
 from .storage import DEFAULT_RUN_DIR, DEFAULT_STORAGE, load_or_create_study
 from .train import TrainSettings
@@ -85,17 +99,49 @@ def build_parser() -> argparse.ArgumentParser:
                    help="separate: a second validation pass for β, exactly as Algorithm 1")
     s.add_argument("--output", type=Path, default=None, help="also write the derived genotype JSON here")
 
-    retrain = sub.add_parser("retrain", help="train a genotype from scratch as one Optuna trial")
-    retrain.add_argument("arch", help="built-in genotype (DARTS_V1, DARTS_V2, PC_DARTS) or a JSON file")
+    grow = engines.add_parser("randgrow", help="RandGrow: grow networks from the (cost, error) hull, many trials")
+    _add_common(grow, "randgrow")
+    grow.add_argument("--artifact-dir", type=Path, default=DEFAULT_ARTIFACT_DIR,
+                      help="Optuna artifact store for model weights (share it between machines)")
+    g = grow.add_argument_group("search (defaults: the paper's CIFAR-10 search)")
+    g.add_argument("--mode", choices=["macro", "cell"], default="macro",
+                   help="macro: 3N+2 increments anywhere; cell: one per cell type, replicated")
+    g.add_argument("--n-trials", type=_positive(int), default=100, help="completed models the study should have")
+    g.add_argument("--n-workers", type=_positive(int), default=1, help="local worker processes (joblib)")
+    g.add_argument("--cells-per-block", type=_positive(int), default=6, help="N of the initial network")
+    g.add_argument("--channels", type=_positive(int), default=32, help="F, initial channels (even)")
+    g.add_argument("--cost", choices=["params", "flops"], default="params", help="second objective")
+    g.add_argument("--epochs", type=_positive(int), default=160, help="training epochs of each child")
+    g.add_argument("--cycles", type=_positive(int), default=2, help="SGDR cycles within --epochs")
+    g.add_argument("--initial-epochs", type=_positive(int), default=600,
+                   help="the initial model is trained as a final model: one cosine cycle this long")
+    g.add_argument("--batch-size", type=_positive(int), default=32)
+    g.add_argument("--lr", type=_positive(float), default=0.025)
+    g.add_argument("--val-portion", type=float, default=0.1, help="share of the training set held out")
+    g.add_argument("--function-preserving", action="store_true",
+                   help="new increments start as no-ops, so a child starts as its parent's function")
+    g.add_argument("--no-cutout", action="store_true")
+
+    retrain = sub.add_parser("retrain", help="train an architecture from scratch, one Optuna trial per run")
+    retrain.add_argument("arch", nargs="?",
+                         help="built-in genotype (DARTS_V1, DARTS_V2, PC_DARTS), a genotype JSON or a RandGrow JSON")
     _add_common(retrain, "retrain")
-    r = retrain.add_argument_group("training (defaults: A-DARTS CIFAR-10 retraining)")
+    retrain.add_argument("--trial", type=int, default=None,
+                         help="retrain this trial's architecture, read from --study-name (instead of ARCH)")
+    retrain.add_argument("--retrain-study", default=None,
+                         help="study for the retraining trials (default: --study-name, or NAME-retrain with --trial)")
+    r = retrain.add_argument_group("training (defaults: A-DARTS for genotypes, RandGrow's final training for "
+                                   "RandGrow architectures)")
+    r.add_argument("--runs", type=_positive(int), default=1,
+                   help="independent runs (seeds SEED, SEED+1, ...); prints mean ± std of the test error")
     r.add_argument("--epochs", type=_positive(int), default=600)
-    r.add_argument("--batch-size", type=_positive(int), default=128)
-    r.add_argument("--channels", type=_positive(int), default=36)
-    r.add_argument("--layers", type=_positive(int), default=20)
-    r.add_argument("--lr", type=_positive(float), default=0.03)
+    r.add_argument("--batch-size", type=_positive(int), default=None, help="128 (A-DARTS) or 32 (RandGrow)")
+    r.add_argument("--channels", type=_positive(int), default=36, help="DARTS networks only")
+    r.add_argument("--layers", type=_positive(int), default=20, help="DARTS networks only")
+    r.add_argument("--lr", type=_positive(float), default=None, help="0.03 (A-DARTS) or 0.025 (RandGrow)")
     r.add_argument("--activation", default=None, help="replace every edge's activation (e.g. relu, selu)")
-    r.add_argument("--drop-path", type=float, default=0.4)
+    r.add_argument("--drop-path", type=float, default=None,
+                   help="final drop-path rate, 0 turns it off: 0.4 (A-DARTS) or 0.2 (RandGrow)")
     r.add_argument("--auxiliary-weight", type=float, default=0.4)
     r.add_argument("--no-auxiliary", action="store_true")
     r.add_argument("--no-cutout", action="store_true")
@@ -140,32 +186,82 @@ def cmd_search_darts(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_retrain(args: argparse.Namespace) -> int:
-    imagenet = args.imagenet
-    settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                             drop_path_prob=args.drop_path, auxiliary_weight=args.auxiliary_weight,
-                             cutout=not args.no_cutout, label_smoothing=0.1 if imagenet else 0.0,
+def cmd_search_randgrow(args: argparse.Namespace) -> int:
+    search_settings = replace(SEARCH_TRAINING, epochs=args.epochs, cycles=args.cycles, batch_size=args.batch_size,
+                              lr=args.lr, cutout=not args.no_cutout)
+    initial_settings = replace(INITIAL_TRAINING, epochs=args.initial_epochs, batch_size=args.batch_size, lr=args.lr,
+                               cutout=not args.no_cutout)
+    job = RandGrowJob(dataset=args.dataset, data_root=args.data_root, download=args.download, cost=args.cost,
+                      val_portion=args.val_portion, search=search_settings, initial=initial_settings,
+                      function_preserving=args.function_preserving, seed=args.seed, device=args.device,
+                      run_dir=args.run_dir, artifact_dir=args.artifact_dir, verbose=not args.quiet)
+    search = RandGrowSearch(storage=args.storage, study_name=args.study_name, mode=args.mode,
+                            cells_per_block=args.cells_per_block, channels=args.channels, n_trials=args.n_trials,
+                            seed=args.seed, job=job)
+    study = run_randgrow(search, args.n_workers)
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    print(f"{len(complete)} models trained; the lower convex hull of ({args.cost}, validation error):")
+    print(f"{'trial':>6} {'parent':>6} {'gen':>4} {args.cost:>12} {'val error %':>12}")
+    for t in hull_trials(study):
+        parent = "-" if t.user_attrs.get("parent") is None else t.user_attrs["parent"]
+        print(f"{t.number:>6} {parent:>6} {t.user_attrs.get('generation', 0):>4} {int(t.values[1]):>12,} "
+              f"{t.values[0]:>12.2f}")
+    print(f"export the best: optuna-nas retrain --storage {args.storage} --study-name {args.study_name} "
+          f"--trial N --artifact-dir {args.artifact_dir} ...")
+    print(f"see it: optuna-dashboard {args.storage} --artifact-dir {args.artifact_dir}")
+    return 0
+
+
+def _retrain_settings(args: argparse.Namespace, randgrow: bool) -> TrainSettings:
+    if randgrow:
+        base = replace(FINAL_TRAINING, epochs=args.epochs, cutout=not args.no_cutout)
+    else:
+        imagenet = args.imagenet
+        base = TrainSettings(epochs=args.epochs, auxiliary_weight=args.auxiliary_weight, cutout=not args.no_cutout,
+                             label_smoothing=0.1 if imagenet else 0.0,
                              warmup_epochs=5 if imagenet and args.epochs > 5 else 0,
                              weight_decay=3e-5 if imagenet else 3e-4)
-    job = RetrainJob(genotype=args.arch, dataset=args.dataset, data_root=args.data_root, download=args.download,
-                     channels=args.channels, layers=args.layers, imagenet=imagenet, auxiliary=not args.no_auxiliary,
-                     activation=args.activation, seed=args.seed, settings=settings, device=args.device,
-                     run_dir=args.run_dir, verbose=not args.quiet)
-    objective = RetrainObjective(job)
-    study = load_or_create_study(args.storage, args.study_name, ["minimize"], ["test_error"])
-    trial = _run_one(study, objective)
-    result = {"trial": trial.number, "test_error": trial.value, "params": trial.user_attrs["params"],
-              "flops": trial.user_attrs["flops"]}
-    if args.json:
-        print(json.dumps(result))
+    chosen = {"batch_size": args.batch_size, "lr": args.lr, "drop_path_prob": args.drop_path}
+    return replace(base, **{k: v for k, v in chosen.items() if v is not None})
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    if (args.arch is None) == (args.trial is None):
+        raise NasError("retrain needs an architecture: ARCH (name or JSON file) or --trial N of --study-name")
+    if args.trial is not None:
+        architecture = architecture_of_trial(args.storage, args.study_name, args.trial)
+        study_name = args.retrain_study or f"{args.study_name}-retrain"
     else:
-        print(f"trial {trial.number}: test error {trial.value:.2f}%  {result['params']:,} params  "
-              f"{result['flops']:,} multiply-adds")
+        architecture = load_architecture(args.arch)
+        study_name = args.retrain_study or args.study_name
+    settings = _retrain_settings(args, isinstance(architecture, Architecture))
+    errors = []
+    for run in range(args.runs):
+        job = RetrainJob(architecture=architecture, dataset=args.dataset, data_root=args.data_root,
+                         download=args.download, channels=args.channels, layers=args.layers, imagenet=args.imagenet,
+                         auxiliary=not args.no_auxiliary, activation=args.activation, seed=args.seed + run,
+                         settings=settings, device=args.device, run_dir=args.run_dir, verbose=not args.quiet)
+        objective = RetrainObjective(job)
+        study = load_or_create_study(args.storage, study_name, ["minimize"], ["test_error"])
+        trial = _run_one(study, objective)
+        errors.append(float(trial.value))
+        result = {"trial": trial.number, "seed": job.seed, "test_error": trial.value,
+                  "params": trial.user_attrs["params"], "flops": trial.user_attrs["flops"]}
+        if args.json:
+            print(json.dumps(result))
+        else:
+            print(f"trial {trial.number} (seed {job.seed}): test error {trial.value:.2f}%  {result['params']:,} "
+                  f"params  {result['flops']:,} multiply-adds")
+    if args.runs > 1:
+        mean, std = statistics.fmean(errors), statistics.stdev(errors)
+        print(json.dumps({"runs": args.runs, "test_error_mean": mean, "test_error_std": std}) if args.json
+              else f"test error over {args.runs} runs: {mean:.2f} ± {std:.2f}%")
     return 0
 
 
 def _run_one(study: optuna.Study, objective: Any) -> optuna.trial.FrozenTrial:
     """Run one trial; a failure inside it is re-raised (the trial is stored as FAIL, never COMPLETE)."""
+    check_categoricals(study, objective.categorical_params())
     study.optimize(objective, n_trials=1, catch=())
     trial = study.trials[-1]
     if trial.state != optuna.trial.TrialState.COMPLETE:
@@ -205,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what happens
     try:
         if args.command == "search":
-            return cmd_search_darts(args)
+            return cmd_search_randgrow(args) if args.engine == "randgrow" else cmd_search_darts(args)
         if args.command == "retrain":
             return cmd_retrain(args)
         return cmd_info(args)

@@ -15,6 +15,7 @@ from typing import Any
 import optuna
 import torch
 
+from .architectures import AnyArchitecture, load_architecture
 from .darts.model import DiscreteNetwork, network_cifar, network_imagenet
 from .darts.modes import ActivationMode
 from .darts.search import SearchSettings, run_search
@@ -22,6 +23,8 @@ from .darts.supernet import SuperNetConfig
 from .data import ImageDataset, load_dataset, make_batches
 from .errors import NasError
 from .genotypes import Genotype, count_multiply_adds, count_parameters, load_genotype
+from .randgrow.architecture import Architecture
+from .randgrow.network import RandGrowNetwork
 from .search_space import load_search_space
 from .storage import DEFAULT_RUN_DIR, run_key
 from .train import (
@@ -48,6 +51,22 @@ def report_to_trial(trial: optuna.Trial, metric: str) -> EpochCallback:
             raise optuna.TrialPruned(f"pruned at epoch {epoch} ({metric} {metrics[metric]:.4g})")
 
     return callback
+
+
+def suggest_fixed_int(trial: optuna.Trial, name: str, value: int) -> int:
+    """Record a fixed integer knob as a param. An int range (unlike a one-choice categorical) lets one study
+    hold runs with different values, e.g. several seeds."""
+    return trial.suggest_int(name, value, value)
+
+
+def check_categoricals(study: optuna.Study, params: dict[str, Any]) -> None:
+    """Optuna fixes a categorical's choices per study: say so before a run would fail on it."""
+    for trial in study.get_trials(deepcopy=False):
+        for name, value in params.items():
+            dist = trial.distributions.get(name)
+            if isinstance(dist, optuna.distributions.CategoricalDistribution) and tuple(dist.choices) != (value,):
+                raise NasError(f"study {study.study_name!r} holds runs with {name} {trial.params[name]!r}; a run with "
+                               f"{name} {value!r} needs another study (or a study file that sweeps {name})")
 
 
 def genotype_cost(genotype: Genotype, data: ImageDataset, channels: int, layers: int,
@@ -105,11 +124,15 @@ class DartsSearchObjective:
                                      partial_channels=job.partial_channels, frozen_activations=frozen,
                                      recompute_cells=job.recompute_cells)
 
+    def categorical_params(self) -> dict[str, Any]:
+        """The one-choice categorical params every trial of this objective records."""
+        return {"activation_mode": str(self.config.activation_mode), "unrolled": self.job.settings.unrolled}
+
     def __call__(self, trial: optuna.Trial) -> float:
         job = self.job
         mode = trial.suggest_categorical("activation_mode", [str(self.config.activation_mode)])
-        k = trial.suggest_categorical("partial_channels", [self.config.partial_channels])
-        seed = trial.suggest_categorical("seed", [job.settings.seed])
+        k = suggest_fixed_int(trial, "partial_channels", self.config.partial_channels)
+        seed = suggest_fixed_int(trial, "seed", job.settings.seed)
         unrolled = trial.suggest_categorical("unrolled", [job.settings.unrolled])
         settings = replace(job.settings, seed=int(seed), unrolled=bool(unrolled))
         config = replace(self.config, activation_mode=ActivationMode.parse(str(mode)), partial_channels=int(k))
@@ -133,9 +156,15 @@ class DartsSearchObjective:
 
 @dataclass
 class RetrainJob:
-    """Train a genotype from scratch; defaults are A-DARTS's CIFAR-10 retraining (C=36, 20 cells)."""
+    """Train an architecture from scratch; defaults are A-DARTS's CIFAR-10 retraining (C=36, 20 cells).
 
-    genotype: str = "DARTS_V2"
+    ``architecture`` is a genotype or RandGrow architecture, or what :func:`load_architecture` reads (a
+    built-in genotype name or a JSON file). ``channels``, ``layers``, ``imagenet``, ``auxiliary`` and
+    ``activation`` shape DARTS networks; a RandGrow architecture carries its own skeleton, whose classifier
+    and stem are fitted to the dataset (so a CIFAR-10 model retrains on CIFAR-100, as in the paper's Table 2).
+    """
+
+    architecture: str | AnyArchitecture = "DARTS_V2"
     dataset: str = "cifar10"
     data_root: str | None = None
     download: bool = False
@@ -156,29 +185,47 @@ class RetrainObjective:
 
     def __init__(self, job: RetrainJob) -> None:
         self.job = job
-        genotype = load_genotype(job.genotype)
-        self.genotype = genotype.with_activation(job.activation) if job.activation else genotype
+        arch = load_architecture(job.architecture) if isinstance(job.architecture, str) else job.architecture
         self.data = load_dataset(job.dataset, job.data_root, job.download)
+        if isinstance(arch, Architecture):
+            if job.activation:
+                raise NasError("--activation applies to DARTS genotypes, not to RandGrow architectures")
+            skeleton = replace(arch.skeleton, num_classes=self.data.num_classes, in_channels=self.data.in_channels)
+            self.architecture: AnyArchitecture = Architecture(skeleton, arch.increments)
+        else:
+            self.architecture = arch.with_activation(job.activation) if job.activation else arch
         # building the network once validates it before any trial exists, and gives its cost
-        self.cost = genotype_cost(self.genotype, self.data, job.channels, job.layers, job.imagenet)
+        net = self._network(auxiliary=False)
+        self.cost = {"params": count_parameters(net), "flops": count_multiply_adds(net, self.data.input_shape)}
+
+    def _network(self, auxiliary: bool) -> DiscreteNetwork | RandGrowNetwork:
+        job, data = self.job, self.data
+        if isinstance(self.architecture, Architecture):
+            return RandGrowNetwork(self.architecture)
+        return build_network(self.architecture, data.num_classes, data.in_channels, job.channels, job.layers,
+                             job.imagenet, auxiliary)
+
+    def categorical_params(self) -> dict[str, Any]:
+        return {"activation_override": self.job.activation or "none"}
 
     def __call__(self, trial: optuna.Trial) -> float:
         job, data, s = self.job, self.data, self.job.settings
         trial.suggest_categorical("activation_override", [job.activation or "none"])
-        seed = int(trial.suggest_categorical("seed", [job.seed]))
+        seed = suggest_fixed_int(trial, "seed", job.seed)
         generator = seed_everything(seed)
         device = resolve_device(job.device)
-        net = build_network(self.genotype, data.num_classes, data.in_channels, job.channels, job.layers,
-                            job.imagenet, job.auxiliary)
-        for name, value in {**self.cost, "genotype": self.genotype.to_dict(), "dataset": job.dataset}.items():
+        net = self._network(job.auxiliary)
+        kind = "architecture" if isinstance(self.architecture, Architecture) else "genotype"
+        described = {kind: self.architecture.to_dict()}
+        for name, value in {**self.cost, **described, "dataset": job.dataset}.items():
             trial.set_user_attr(name, value)
         net.to(device, memory_format=torch.channels_last if s.channels_last else torch.contiguous_format)
         optimizer = torch.optim.SGD(net.parameters(), s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
-        key = run_key(trial.study.study_name, {"genotype": self.genotype.to_dict(), "dataset": job.dataset,
+        key = run_key(trial.study.study_name, {**described, "dataset": job.dataset,
                                                "channels": job.channels, "layers": job.layers,
                                                "imagenet": job.imagenet, "seed": seed, **asdict(s)})
         loop = EpochLoop(s.epochs, {"network": net}, {"weights": optimizer},
-                         cosine_scheduler(optimizer, s.epochs, s.lr_min, s.warmup_epochs), generator,
+                         cosine_scheduler(optimizer, s.epochs, s.lr_min, s.warmup_epochs, s.cycles), generator,
                          Checkpointer(job.run_dir / trial.study.study_name / f"retrain-{key}.pt"),
                          [report_to_trial(trial, "test_acc")], desc="retrain", verbose=job.verbose)
         loop.resume()
@@ -195,4 +242,3 @@ class RetrainObjective:
         test_error = 100.0 - float(history[-1]["test_acc"])
         trial.set_user_attr("test_error", round(test_error, 3))
         return test_error
-

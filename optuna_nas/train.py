@@ -27,7 +27,7 @@ from timm.utils import AverageMeter, accuracy, dispatch_clip_grad
 from torch import nn
 from tqdm import tqdm
 
-from .errors import NasError
+from .errors import NasError, TrainingDiverged
 
 # Called after every epoch with (epochs done, metrics); after a resume, first once per restored epoch with
 # metrics["replayed"] set, so a new Optuna trial gets the whole learning curve.
@@ -61,7 +61,7 @@ def autocast(device: torch.device, enabled: bool) -> AbstractContextManager[Any]
 def check_finite(loss: torch.Tensor, where: str) -> None:
     value = float(loss.detach())
     if not math.isfinite(value):
-        raise NasError(f"loss became {value} at {where}; lower the learning rate or check the data")
+        raise TrainingDiverged(f"loss became {value} at {where}; lower the learning rate or check the data")
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -205,6 +205,7 @@ class TrainSettings:
     weight_decay: float = 3e-4
     grad_clip: float = 5.0
     warmup_epochs: int = 0
+    cycles: int = 1  # > 1: SGDR, the cosine schedule restarts this many times (RandGrow's search: 2)
     label_smoothing: float = 0.0
     auxiliary_weight: float = 0.4
     drop_path_prob: float = 0.4  # the paper's "dropout rate of 0.4", as a linearly scheduled drop path
@@ -215,6 +216,8 @@ class TrainSettings:
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.lr <= 0 or self.epochs < 1:
             raise NasError("epochs, batch size and learning rate must be positive")
+        if not 1 <= self.cycles <= self.epochs:
+            raise NasError(f"cycles must be between 1 and the number of epochs ({self.epochs}), got {self.cycles}")
         if not 0.0 <= self.drop_path_prob < 1.0:
             raise NasError(f"drop path probability must be in [0, 1), got {self.drop_path_prob}")
 

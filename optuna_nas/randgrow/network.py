@@ -137,6 +137,10 @@ class RandGrowNetwork(nn.Module):
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(self.num_features, skeleton.num_classes)
 
+    def set_drop_path(self, prob: float) -> None:
+        """The drop probability of every increment (the final training's linear schedule sets it per epoch)."""
+        self.drop_path_prob = prob
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         layers = [self.stem(x)]
         for index, cell in enumerate(self.cells, start=1):

@@ -1,0 +1,192 @@
+"""The RandGrow growth trial: train the child :class:`RandGrowSampler` proposed, report (error, cost).
+
+One trial = one model of the paper's search (Section 2). The child is built from the architecture JSON on
+the trial, starts from its parent's weights (downloaded from Optuna's artifact store, so parents and
+children may live on different machines) and is trained with the one training loop of the project. Its
+weights and architecture are uploaded before the trial completes, so any worker that sees the trial as a
+possible parent can also fetch its weights.
+
+Choices the paper leaves open:
+
+* Validation split: ``val_portion`` (default 0.1, i.e. 5,000 of CIFAR-10's 50,000 images as in Zoph et al.,
+  2018) of the training set, drawn once from the study's ``seed``, so every trial of a study is scored on
+  the same images. Models train on the rest.
+* "The initial model is trained from scratch as if it is a final model": it gets the final training's
+  schedule (one cosine cycle over ``initial.epochs``, 600 by default) on the search-training split, so it
+  has a validation error to be compared with. Path dropout does nothing to it (it has no increments).
+* Weight decay 3e-4 and momentum 0.9 (the paper names neither; DARTS's values); no path dropout during
+  search (the paper applies it in final training only).
+* Multi-objective trials cannot ``trial.report`` in Optuna, so each epoch's validation error is written to
+  the user attr ``val_error_history`` instead (the dashboard shows it while the trial runs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import optuna
+import torch
+
+from ..artifacts import (
+    DEFAULT_ARTIFACT_DIR,
+    download_state,
+    find_artifact,
+    open_artifact_store,
+    upload_json,
+    upload_state,
+)
+from ..data import ImageDataset, load_dataset, make_batches, split_indices
+from ..errors import NasError
+from ..genotypes import count_multiply_adds, count_parameters
+from ..storage import DEFAULT_RUN_DIR, run_key, study_token
+from ..train import (
+    Checkpointer,
+    EpochLoop,
+    TrainSettings,
+    cosine_scheduler,
+    evaluate,
+    make_criterion,
+    resolve_device,
+    seed_everything,
+    supervised_epoch,
+)
+from .architecture import Architecture, Skeleton
+from .network import RandGrowNetwork, inherit_weights
+from .sampler import get_proposal
+
+WEIGHTS_FILE = "randgrow-weights.pt"
+ARCHITECTURE_FILE = "architecture.json"
+Cost = Literal["params", "flops"]
+COSTS: tuple[str, ...] = ("params", "flops")
+
+# "batch size of 32 using SGDR that starts at 0.025 and ends at 0 in 80 epochs for two cycles"
+SEARCH_TRAINING = TrainSettings(epochs=160, cycles=2, batch_size=32, lr=0.025, lr_min=0.0, weight_decay=3e-4,
+                                drop_path_prob=0.0, auxiliary_weight=0.0)
+# "cosine learning rate that shrinks from 0.025 to 0 in 600 epochs", path dropout on (rate: our choice)
+FINAL_TRAINING = replace(SEARCH_TRAINING, epochs=600, cycles=1, drop_path_prob=0.2)
+INITIAL_TRAINING = replace(FINAL_TRAINING, drop_path_prob=0.0)
+
+
+def model_cost(network: RandGrowNetwork, data: ImageDataset) -> dict[str, int]:
+    return {"params": count_parameters(network), "flops": count_multiply_adds(network, data.input_shape)}
+
+
+def skeleton_for(data: ImageDataset, cells_per_block: int, channels: int) -> Skeleton:
+    """The paper's initial network shaped for ``data`` (its channels and classes)."""
+    return Skeleton(cells_per_block, channels, data.in_channels, data.num_classes)
+
+
+@dataclass
+class RandGrowJob:
+    """What every growth trial of a study shares; the defaults are the paper's CIFAR-10 search."""
+
+    dataset: str = "cifar10"
+    data_root: str | None = None
+    download: bool = False
+    cost: Cost = "params"
+    val_portion: float = 0.1
+    search: TrainSettings = field(default_factory=lambda: replace(SEARCH_TRAINING))
+    initial: TrainSettings = field(default_factory=lambda: replace(INITIAL_TRAINING))
+    function_preserving: bool = False  # new increments start as no-ops (zeroed last BatchNorm)
+    seed: int = 0  # fixes the train/validation split of the whole study
+    device: str = "auto"
+    run_dir: Path = DEFAULT_RUN_DIR
+    artifact_dir: Path = DEFAULT_ARTIFACT_DIR
+    verbose: bool = True
+
+
+class RandGrowObjective:
+    """Train the proposed child; returns ``(validation error %, cost)`` for the two study directions."""
+
+    def __init__(self, job: RandGrowJob, data: ImageDataset | None = None) -> None:
+        if job.cost not in COSTS:
+            raise NasError(f"unknown cost {job.cost!r}; known: {', '.join(COSTS)}")
+        self.job = job
+        self.data = data if data is not None else load_dataset(job.dataset, job.data_root, job.download)
+        generator = torch.Generator().manual_seed(job.seed)
+        self.train_idx, self.val_idx = split_indices(len(self.data.train), 1.0 - job.val_portion, generator,
+                                                     job.val_portion)
+        self.store = open_artifact_store(job.artifact_dir)
+
+    def _parent_state(self, study: optuna.Study, parent: int) -> dict[str, torch.Tensor]:
+        storage = study._storage
+        frozen = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study._study_id, parent))
+        artifact = find_artifact(frozen, storage, WEIGHTS_FILE)
+        if artifact is None:
+            raise NasError(f"parent trial {parent} has no {WEIGHTS_FILE} artifact to grow from")
+        return download_state(self.store, artifact)
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
+        job, data = self.job, self.data
+        proposal = get_proposal(trial)
+        if proposal is None:
+            raise NasError("this trial has no RandGrow architecture; run the study with RandGrowSampler")
+        skeleton = proposal.architecture.skeleton
+        if (skeleton.num_classes, skeleton.in_channels) != (data.num_classes, data.in_channels):
+            raise NasError(f"the architecture is for {skeleton.num_classes} classes of {skeleton.in_channels}-channel"
+                           f" images, the dataset has {data.num_classes} of {data.in_channels}")
+        settings = job.initial if proposal.parent is None else job.search
+        key = run_key(trial.study.study_name, {"architecture": proposal.architecture.to_dict(),
+                                               "parent": proposal.parent, "job_seed": job.seed,
+                                               "study": study_token(trial.study),
+                                               "function_preserving": job.function_preserving,
+                                               "dataset": job.dataset, **asdict(settings)})
+        trial.set_user_attr("run_key", key)
+        generator = seed_everything(int(key[:8], 16))
+        device = resolve_device(job.device)
+
+        net = RandGrowNetwork(proposal.architecture)
+        if proposal.parent is not None:
+            inherit_weights(net, self._parent_state(trial.study, proposal.parent), job.function_preserving)
+        costs = model_cost(net, data)
+        for name, value in costs.items():
+            trial.set_user_attr(name, value)
+        net.to(device, memory_format=torch.channels_last if settings.channels_last else torch.contiguous_format)
+        history = self._train(trial, net, settings, generator, device, key)
+
+        val_error = 100.0 - float(history[-1]["val_acc"])
+        upload_state(trial, self.store, net.state_dict(), WEIGHTS_FILE)
+        upload_json(trial, self.store, proposal.architecture.to_dict(), ARCHITECTURE_FILE)
+        trial.set_user_attr("val_error", round(val_error, 3))
+        return val_error, float(costs[job.cost])
+
+    def _train(self, trial: optuna.Trial, net: RandGrowNetwork, s: TrainSettings, generator: torch.Generator,
+               device: torch.device, key: str) -> list[dict[str, Any]]:
+        job, data = self.job, self.data
+        optimizer = torch.optim.SGD(net.parameters(), s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+        desc = f"randgrow trial {trial.number}"
+        loop = EpochLoop(s.epochs, {"network": net}, {"weights": optimizer},
+                         cosine_scheduler(optimizer, s.epochs, s.lr_min, s.warmup_epochs, s.cycles), generator,
+                         Checkpointer(job.run_dir / trial.study.study_name / f"grow-{key}.pt"),
+                         [record_val_error(trial)], desc=desc, verbose=job.verbose)
+        loop.resume()
+        train = make_batches(data, "train", self.train_idx, s.batch_size, True, device, generator, cutout=s.cutout,
+                             channels_last=s.channels_last)
+        val = make_batches(data, "train", self.val_idx, s.batch_size, False, device, generator,
+                           channels_last=s.channels_last)
+        criterion = make_criterion(s.label_smoothing)
+        return loop.run(lambda epoch: supervised_epoch(net, train, optimizer, criterion, s, device,
+                                                       f"{desc} epoch {epoch + 1}"),
+                        lambda epoch: evaluate(net, val, device, s.amp, prefix="val"))
+
+
+def record_val_error(trial: optuna.Trial) -> Any:
+    """Per-epoch validation error as a user attr (multi-objective trials cannot ``report``)."""
+    curve: list[float] = []
+
+    def callback(epoch: int, metrics: dict[str, Any]) -> None:
+        curve.append(round(100.0 - float(metrics["val_acc"]), 3))
+        trial.set_user_attr("val_error_history", list(curve))
+        trial.set_user_attr("epochs_done", epoch)
+
+    return callback
+
+
+def load_architecture_file(path: str | Path) -> Architecture:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise NasError(f"cannot read architecture {path}: {exc.strerror}") from None
+    return Architecture.from_json(text)
