@@ -207,7 +207,7 @@ def cmd_search_randgrow(args: argparse.Namespace) -> int:
         print(f"{t.number:>6} {parent:>6} {t.user_attrs.get('generation', 0):>4} {int(t.values[1]):>12,} "
               f"{t.values[0]:>12.2f}")
     print(f"export the best: optuna-nas retrain --storage {args.storage} --study-name {args.study_name} "
-          f"--trial N --artifact-dir {args.artifact_dir} ...")
+          f"--trial N --dataset {args.dataset}")
     print(f"see it: optuna-dashboard {args.storage} --artifact-dir {args.artifact_dir}")
     return 0
 

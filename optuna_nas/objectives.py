@@ -215,8 +215,10 @@ class RetrainObjective:
         generator = seed_everything(seed)
         device = resolve_device(job.device)
         net = self._network(job.auxiliary)
-        kind = "architecture" if isinstance(self.architecture, Architecture) else "genotype"
-        described = {kind: self.architecture.to_dict()}
+        # a RandGrow architecture is a JSON string, as on the search's trials (cheap for Optuna to copy)
+        described: dict[str, Any] = ({"architecture": self.architecture.to_json()}
+                                     if isinstance(self.architecture, Architecture)
+                                     else {"genotype": self.architecture.to_dict()})
         for name, value in {**self.cost, **described, "dataset": job.dataset}.items():
             trial.set_user_attr(name, value)
         net.to(device, memory_format=torch.channels_last if s.channels_last else torch.contiguous_format)

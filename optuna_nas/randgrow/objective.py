@@ -128,7 +128,7 @@ class RandGrowObjective:
             raise NasError(f"the architecture is for {skeleton.num_classes} classes of {skeleton.in_channels}-channel"
                            f" images, the dataset has {data.num_classes} of {data.in_channels}")
         settings = job.initial if proposal.parent is None else job.search
-        key = run_key(trial.study.study_name, {"architecture": proposal.architecture.to_dict(),
+        key = run_key(trial.study.study_name, {"architecture": proposal.architecture_json,
                                                "parent": proposal.parent, "job_seed": job.seed,
                                                "study": study_token(trial.study),
                                                "function_preserving": job.function_preserving,

@@ -6,11 +6,11 @@ their lower convex hull (:func:`~optuna_nas.randgrow.hull.choose_parent`) and ap
 random increments (:func:`~optuna_nas.randgrow.architecture.sample_increments`). The proposal is written
 onto the trial before the objective runs:
 
-* system attrs (for samplers and objectives): ``randgrow:architecture`` (the child's JSON object),
-  ``randgrow:parent`` (the parent's trial number, ``None`` for the initial model),
-  ``randgrow:new_increments`` (how many stored increments the child adds);
-* user attrs (for people, ``optuna trials`` and the dashboard): ``architecture``, ``parent``,
-  ``generation`` (growth steps from the initial model) and ``new_increments``.
+* one system attr (for samplers and objectives), ``randgrow:proposal``: the child's architecture (a JSON
+  string), its parent's trial number (``None`` for the initial model), how many stored increments the
+  child adds, and its generation;
+* user attrs (for people, ``optuna trials`` and the dashboard): ``architecture`` (the same JSON string), ``parent`` and
+  ``generation`` (growth steps from the initial model).
 
 Nothing is kept only in memory, so any number of workers on shared storage cooperate as the paper's
 parallel workers do: each computes the hull from what is stored when it asks.
@@ -34,11 +34,13 @@ Choices the paper leaves open (documented here, tested in ``tests/randgrow/test_
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -48,16 +50,13 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from .architecture import Architecture, SearchMode, grow, initial_architecture, sample_increments
+from .architecture import Architecture, SearchMode, Skeleton, initial_architecture, sample_increments
 from .hull import choose_parent
 
 if TYPE_CHECKING:
     from optuna.study import Study
 
-ATTR_ARCHITECTURE = "randgrow:architecture"
-ATTR_PARENT = "randgrow:parent"
-ATTR_NEW_INCREMENTS = "randgrow:new_increments"
-ATTR_GENERATION = "randgrow:generation"
+ATTR_PROPOSAL = "randgrow:proposal"
 DIRECTIONS = (StudyDirection.MINIMIZE, StudyDirection.MINIMIZE)
 _ACTIVE = (TrialState.RUNNING, TrialState.WAITING)
 
@@ -66,10 +65,20 @@ _ACTIVE = (TrialState.RUNNING, TrialState.WAITING)
 class Proposal:
     """What the sampler proposed for one trial: the child to train and where it grew from."""
 
-    architecture: Architecture
+    architecture_json: str  # stored as a JSON string: cheap to copy, which Optuna does on every tell
     parent: int | None  # trial number of the parent; None for the initial model
     new_increments: int  # the last ``new_increments`` stored increments are new (random initialisation)
     generation: int  # growth steps from the initial model
+
+    @cached_property
+    def architecture(self) -> Architecture:
+        return Architecture.from_json(self.architecture_json)
+
+
+def _as_json(raw: Any) -> str:
+    """Architectures are stored as JSON strings; a JSON object (written by hand or by an older version)
+    is accepted too."""
+    return raw if isinstance(raw, str) else json.dumps(raw)
 
 
 def _system_attrs(trial: optuna.Trial | FrozenTrial) -> Mapping[str, Any]:
@@ -80,15 +89,21 @@ def _system_attrs(trial: optuna.Trial | FrozenTrial) -> Mapping[str, Any]:
 
 def get_proposal(trial: optuna.Trial | FrozenTrial) -> Proposal | None:
     """The RandGrow proposal recorded on ``trial``, or None when RandGrowSampler did not propose one."""
-    attrs = _system_attrs(trial)
-    if ATTR_ARCHITECTURE not in attrs:
+    stored = _system_attrs(trial).get(ATTR_PROPOSAL)
+    if stored is None:
         return None
     return Proposal(
-        architecture=Architecture.from_dict(attrs[ATTR_ARCHITECTURE]),
-        parent=attrs.get(ATTR_PARENT),
-        new_increments=int(attrs.get(ATTR_NEW_INCREMENTS, 0)),
-        generation=int(attrs.get(ATTR_GENERATION, 0)),
+        architecture_json=_as_json(stored["architecture"]),
+        parent=stored.get("parent"),
+        new_increments=int(stored.get("new_increments", 0)),
+        generation=int(stored.get("generation", 0)),
     )
+
+
+def proposal_attrs(proposal: Proposal) -> dict[str, Any]:
+    """The system attrs that record ``proposal`` on a trial (one attr: one storage write)."""
+    return {ATTR_PROPOSAL: {"architecture": proposal.architecture_json, "parent": proposal.parent,
+                            "new_increments": proposal.new_increments, "generation": proposal.generation}}
 
 
 class RandGrowSampler(BaseSampler):
@@ -150,7 +165,7 @@ class RandGrowSampler(BaseSampler):
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         self._independent_sampler.before_trial(study, trial)
-        if ATTR_ARCHITECTURE in trial.system_attrs:  # a retried or enqueued trial keeps its proposal
+        if ATTR_PROPOSAL in trial.system_attrs:  # a retried or enqueued trial keeps its proposal
             return
         if tuple(study.directions) != DIRECTIONS:
             raise ValueError(
@@ -181,14 +196,17 @@ class RandGrowSampler(BaseSampler):
             if parents:
                 points = [(float(t.values[1]), float(t.values[0])) for t in parents]
                 parent = parents[choose_parent(points, rng)]
-                attrs = parent.system_attrs
-                architecture = Architecture.from_dict(attrs[ATTR_ARCHITECTURE])
-                increments = sample_increments(architecture, self.mode, rng)
-                return Proposal(grow(architecture, increments), parent.number, len(increments),
-                                int(attrs.get(ATTR_GENERATION, 0)) + 1)
+                stored = parent.system_attrs[ATTR_PROPOSAL]
+                # Grow the stored JSON without rebuilding the parent's (possibly long) increment list: the
+                # draws only need the skeleton, and the objective validates the whole child when it builds it.
+                data = json.loads(_as_json(stored["architecture"]))
+                increments = sample_increments(Architecture(Skeleton(**data["skeleton"])), self.mode, rng)
+                data["increments"] = list(data.get("increments", [])) + [i.to_dict() for i in increments]
+                return Proposal(json.dumps(data), parent.number, len(increments),
+                                int(stored.get("generation", 0)) + 1)
             earlier = [t for t in study.get_trials(deepcopy=False, states=_ACTIVE) if t.number < trial.number]
             if not earlier:
-                return Proposal(self.initial, None, 0, 0)
+                return Proposal(self.initial.to_json(), None, 0, 0)
             if self.verbose and not announced:
                 print(f"[randgrow] trial {trial.number} waits for the initial model (trial {earlier[0].number})",
                       file=sys.stderr)
@@ -203,20 +221,17 @@ class RandGrowSampler(BaseSampler):
         """Completed trials that carry a RandGrow architecture and two finite values."""
         return [
             t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if ATTR_ARCHITECTURE in t.system_attrs and t.values is not None and len(t.values) == 2
+            if ATTR_PROPOSAL in t.system_attrs and t.values is not None and len(t.values) == 2
             and all(np.isfinite(t.values))
         ]
 
     @staticmethod
     def _record(study: Study, trial: FrozenTrial, proposal: Proposal) -> None:
         storage, trial_id = study._storage, trial._trial_id
-        architecture = proposal.architecture.to_dict()
-        for key, value in {ATTR_ARCHITECTURE: architecture, ATTR_PARENT: proposal.parent,
-                           ATTR_NEW_INCREMENTS: proposal.new_increments,
-                           ATTR_GENERATION: proposal.generation}.items():
+        for key, value in proposal_attrs(proposal).items():
             storage.set_trial_system_attr(trial_id, key, value)
             trial.system_attrs[key] = value  # this is the Trial's cached copy: keep it in step
-        for key, value in {"architecture": architecture, "parent": proposal.parent,
-                           "generation": proposal.generation, "new_increments": proposal.new_increments}.items():
+        for key, value in {"architecture": proposal.architecture_json, "parent": proposal.parent,
+                           "generation": proposal.generation}.items():
             storage.set_trial_user_attr(trial_id, key, value)
             trial.user_attrs[key] = value

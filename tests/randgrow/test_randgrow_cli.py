@@ -40,8 +40,12 @@ def test_two_worker_processes_grow_one_study_without_losing_or_duplicating_trial
     assert sum(p.parent is None for p in proposals) == 1  # one initial model, whichever worker trained it
     for trial, proposal in zip(trials, proposals, strict=True):
         assert proposal is not None
-        assert proposal.parent is None or proposal.parent < trial.number
         assert find_artifact(trial, study._storage, WEIGHTS_FILE) is not None
+        if proposal.parent is not None:  # a child of another trial (a worker that waited for the initial
+            parent = proposals[proposal.parent]  # model may pick a parent numbered after itself)
+            assert proposal.parent != trial.number and parent is not None
+            assert proposal.generation == parent.generation + 1
+            assert proposal.architecture.increments[: -proposal.new_increments] == parent.architecture.increments
     assert len({p.architecture.to_json() for p in proposals}) == 6  # every trial a different model
     assert study.metric_names == ["val_error", "params"]
 
@@ -82,7 +86,7 @@ def test_retrain_a_trial_of_the_study_and_its_exported_json(tmp_path, capsys) ->
     assert retrained[0].user_attrs["params"] == grown.user_attrs["params"]
 
     path = tmp_path / "arch.json"
-    path.write_text(json.dumps(grown.user_attrs["architecture"]))
+    path.write_text(grown.user_attrs["architecture"])
     assert main(["retrain", str(path), "--study-name", "from-file", *common]) == 0
     assert main(["retrain", "--study-name", "grow", "--trial", "9", *common]) == 2
     assert "no trial 9" in capsys.readouterr().err

@@ -22,7 +22,7 @@ from optuna_nas.randgrow import (
     parent_probabilities,
     sample_increments,
 )
-from optuna_nas.randgrow.sampler import ATTR_ARCHITECTURE, ATTR_GENERATION
+from optuna_nas.randgrow.sampler import Proposal, proposal_attrs
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SMALL = initial_architecture(cells_per_block=1, channels=4, in_channels=3, num_classes=4)  # 5 cells
@@ -43,7 +43,11 @@ def _fake_values(arch: Architecture) -> tuple[float, float]:
 def _add_completed(study: optuna.Study, arch: Architecture, values: tuple[float, float]) -> None:
     study.add_trial(optuna.create_trial(
         state=TrialState.COMPLETE, values=list(values),
-        system_attrs={ATTR_ARCHITECTURE: arch.to_dict(), ATTR_GENERATION: 0}))
+        system_attrs=_recorded(arch)))
+
+
+def _recorded(arch: Architecture) -> dict:
+    return proposal_attrs(Proposal(arch.to_json(), None, 0, 0))
 
 
 def test_first_trial_is_the_initial_model_and_the_proposal_is_recorded() -> None:
@@ -53,11 +57,11 @@ def test_first_trial_is_the_initial_model_and_the_proposal_is_recorded() -> None
     assert proposal is not None
     assert proposal.architecture == SMALL and proposal.parent is None
     assert proposal.new_increments == 0 and proposal.generation == 0
-    assert trial.user_attrs["architecture"] == SMALL.to_dict()
+    assert Architecture.from_json(trial.user_attrs["architecture"]) == SMALL
     assert trial.user_attrs["parent"] is None
     study.tell(trial, [10.0, 100.0])
     frozen = study.trials[0]
-    assert Architecture.from_dict(frozen.user_attrs["architecture"]) == SMALL
+    assert Architecture.from_json(frozen.user_attrs["architecture"]) == SMALL
     assert get_proposal(frozen) == proposal
 
 
@@ -119,8 +123,8 @@ def test_only_completed_randgrow_trials_are_parents() -> None:
     _add_completed(study, SMALL, (30.0, 100.0))
     # a better completed trial without an architecture, a pruned one and a failed one: never parents
     study.add_trial(optuna.create_trial(state=TrialState.COMPLETE, values=[1.0, 1.0]))
-    study.add_trial(optuna.create_trial(state=TrialState.PRUNED, system_attrs={ATTR_ARCHITECTURE: SMALL.to_dict()}))
-    study.add_trial(optuna.create_trial(state=TrialState.FAIL, system_attrs={ATTR_ARCHITECTURE: SMALL.to_dict()}))
+    study.add_trial(optuna.create_trial(state=TrialState.PRUNED, system_attrs=_recorded(SMALL)))
+    study.add_trial(optuna.create_trial(state=TrialState.FAIL, system_attrs=_recorded(SMALL)))
     for _ in range(20):
         trial = study.ask()
         assert get_proposal(trial).parent == 0  # type: ignore[union-attr]

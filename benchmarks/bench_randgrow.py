@@ -1,0 +1,153 @@
+"""RandGrowSampler's ask latency against Optuna's own samplers, and a small growth run's hull.
+
+Why: the sampler reads every completed trial from storage at each ask (the paper's workers share no
+memory), so its ask must stay cheap as a study grows; the target is no slower than TPESampler. And a
+search should actually find models that beat the initial network.
+
+What:
+* ``latency``: a SQLite study with ``--trials`` (1,000) completed RandGrow trials (macro architectures
+  grown over many generations, two objectives) is copied once per sampler; each sampler then times
+  ``--asks`` asks, each ask plus one ``suggest_float`` (so TPE really samples) and a FAIL tell (the
+  completed count stays fixed). Median milliseconds and the ratio to TPESampler measured in the same
+  run are printed.
+* ``growth``: ``optuna-nas search randgrow`` on ``--dataset`` (default: the CIFAR-10 subset
+  ``../shared/data/cifar10-mini.npz`` when present, otherwise digits) for ``--growth-trials`` models, then
+  prints the hull against the initial model (trial 0).
+
+Usage: python benchmarks/bench_randgrow.py [latency|growth|all] [--trials 1000] [--asks 30] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from optuna_nas.randgrow import RandGrowSampler, get_proposal, grow, initial_architecture, sample_increments
+from optuna_nas.randgrow.sampler import Proposal, proposal_attrs
+
+CIFAR_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-mini.npz"
+
+
+def _populate(storage: str, n: int) -> None:
+    """``n`` completed trials: a growth tree of macro architectures with plausible (error, params)."""
+    rng = np.random.RandomState(0)
+    base = initial_architecture()
+    archs = [base]
+    study = optuna.create_study(storage=storage, study_name="bench", directions=["minimize", "minimize"])
+    trials = []
+    for number in range(n):
+        parent = int(rng.randint(max(1, len(archs) - 20), len(archs))) if number else None
+        arch = base if parent is None else grow(archs[parent], sample_increments(archs[parent], "macro", rng))
+        archs.append(arch)
+        size = len(arch.increments)
+        trials.append(optuna.create_trial(
+            state=TrialState.COMPLETE, values=[5.0 / (1 + size / 20) + rng.rand(), 366_506 + 9_000 * size],
+            params={"lr": float(rng.uniform(1e-3, 1e-1))},
+            distributions={"lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)},
+            system_attrs=proposal_attrs(Proposal(arch.to_json(), parent, 0, 0 if parent is None else 1))))
+    study.add_trials(trials)
+
+
+def _time_asks(storage: str, sampler: optuna.samplers.BaseSampler, asks: int) -> list[float]:
+    study = optuna.load_study(study_name="bench", storage=storage, sampler=sampler)
+    times = []
+    for _ in range(asks):
+        start = time.perf_counter()
+        trial = study.ask()
+        trial.suggest_float("lr", 1e-3, 1e-1, log=True)
+        times.append((time.perf_counter() - start) * 1e3)
+        study.tell(trial, state=TrialState.FAIL)
+    return times
+
+
+def latency(n_trials: int, asks: int) -> dict[str, Any]:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    out: dict[str, Any] = {"completed_trials": n_trials, "asks": asks}
+    with tempfile.TemporaryDirectory() as tmp:
+        template = Path(tmp) / "template.db"
+        start = time.perf_counter()
+        _populate(f"sqlite:///{template}", n_trials)
+        print(f"populated {n_trials} trials in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+        samplers = {
+            "TPESampler": lambda: optuna.samplers.TPESampler(seed=0),
+            "RandomSampler": lambda: optuna.samplers.RandomSampler(seed=0),
+            "RandGrowSampler": lambda: RandGrowSampler(initial_architecture(), seed=0, verbose=False),
+        }
+        for name, make in samplers.items():
+            db = Path(tmp) / f"{name}.db"
+            shutil.copy(template, db)
+            times = _time_asks(f"sqlite:///{db}", make(), asks)
+            out[name] = {"median_ms": statistics.median(times), "max_ms": max(times)}
+            if name == "RandGrowSampler":  # the proposals are real children of stored trials
+                study = optuna.load_study(study_name="bench", storage=f"sqlite:///{db}")
+                proposal = get_proposal(study.trials[-1])
+                assert proposal is not None and proposal.parent is not None
+    base = out["TPESampler"]["median_ms"]
+    print(f"\nask + one suggest_float, {n_trials} completed trials in SQLite, median of {asks} asks:")
+    print(f"{'sampler':<16} {'median ms':>10} {'max ms':>9} {'x TPE':>7}")
+    for name in ("TPESampler", "RandomSampler", "RandGrowSampler"):
+        row = out[name]
+        row["ratio_to_tpe"] = row["median_ms"] / base
+        print(f"{name:<16} {row['median_ms']:>10.1f} {row['max_ms']:>9.1f} {row['ratio_to_tpe']:>7.2f}")
+    return out
+
+
+def growth(dataset: str, n_trials: int, workers: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        storage = f"sqlite:///{Path(tmp) / 'grow.db'}"
+        args = ["optuna-nas", "search", "randgrow", "--dataset", dataset, "--storage", storage,
+                "--study-name", "growth", "--run-dir", str(Path(tmp) / "runs"), "--artifact-dir",
+                str(Path(tmp) / "artifacts"), "--cells-per-block", "2", "--channels", "16", "--epochs", "4",
+                "--cycles", "2", "--initial-epochs", "8", "--n-trials", str(n_trials), "--n-workers", str(workers),
+                "--quiet"]
+        start = time.perf_counter()
+        subprocess.run(args, check=True)
+        seconds = time.perf_counter() - start
+        study = optuna.load_study(study_name="growth", storage=storage)
+        from optuna_nas.randgrow.search import hull_trials
+        initial = study.trials[0]
+        hull = [{"trial": t.number, "parent": t.user_attrs.get("parent"), "generation": t.user_attrs["generation"],
+                 "params": int(t.values[1]), "val_error": t.values[0]} for t in hull_trials(study)]
+    print(f"\ngrowth on {dataset}: {n_trials} models in {seconds:.0f} s; initial model: "
+          f"{initial.values[0]:.2f}% val error, {int(initial.values[1]):,} params")
+    for row in hull:
+        print(f"  hull: trial {row['trial']:>3}  parent {row['parent']!s:>4}  gen {row['generation']}  "
+              f"{row['params']:>9,} params  {row['val_error']:.2f}% "
+              f"({row['val_error'] / initial.values[0]:.2f}x the initial error)")
+    return {"dataset": dataset, "trials": n_trials, "seconds": seconds, "hull": hull,
+            "initial": {"val_error": initial.values[0], "params": int(initial.values[1])}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", nargs="?", choices=["latency", "growth", "all"], default="all")
+    parser.add_argument("--trials", type=int, default=1000)
+    parser.add_argument("--asks", type=int, default=30)
+    parser.add_argument("--dataset", default=f"npz:{CIFAR_MINI}" if CIFAR_MINI.exists() else "digits")
+    parser.add_argument("--growth-trials", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    results: dict[str, Any] = {}
+    if args.what in ("latency", "all"):
+        results["latency"] = latency(args.trials, args.asks)
+    if args.what in ("growth", "all"):
+        results["growth"] = growth(args.dataset, args.growth_trials, args.workers)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
