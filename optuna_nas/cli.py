@@ -235,14 +235,15 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         architecture = load_architecture(args.arch)
         study_name = args.retrain_study or args.study_name
     settings = _retrain_settings(args, isinstance(architecture, Architecture))
+    job = RetrainJob(architecture=architecture, dataset=args.dataset, data_root=args.data_root,
+                     download=args.download, channels=args.channels, layers=args.layers, imagenet=args.imagenet,
+                     auxiliary=not args.no_auxiliary, activation=args.activation, seed=args.seed,
+                     settings=settings, device=args.device, run_dir=args.run_dir, verbose=not args.quiet)
+    objective = RetrainObjective(job)  # validates architecture and data before the study is touched
+    study = load_or_create_study(args.storage, study_name, ["minimize"], ["test_error"])
     errors = []
     for run in range(args.runs):
-        job = RetrainJob(architecture=architecture, dataset=args.dataset, data_root=args.data_root,
-                         download=args.download, channels=args.channels, layers=args.layers, imagenet=args.imagenet,
-                         auxiliary=not args.no_auxiliary, activation=args.activation, seed=args.seed + run,
-                         settings=settings, device=args.device, run_dir=args.run_dir, verbose=not args.quiet)
-        objective = RetrainObjective(job)
-        study = load_or_create_study(args.storage, study_name, ["minimize"], ["test_error"])
+        job = objective.job = replace(job, seed=args.seed + run)  # one data load for every run
         trial = _run_one(study, objective)
         errors.append(float(trial.value))
         result = {"trial": trial.number, "seed": job.seed, "test_error": trial.value,

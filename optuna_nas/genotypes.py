@@ -193,6 +193,11 @@ def load_genotype(name_or_path: str) -> Genotype:
 # ---------------------------------------------------------------- cost
 
 
+def network_cost(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
+    """``params`` (no auxiliary head) and ``flops`` (multiply-adds of one image), the cost every trial records."""
+    return {"params": count_parameters(model), "flops": count_multiply_adds(model, input_shape)}
+
+
 def count_parameters(model: nn.Module, exclude: Iterable[str] = ("auxiliary",)) -> int:
     """Trainable parameters, leaving out names containing any of ``exclude`` (DARTS's convention)."""
     skip = tuple(exclude)

@@ -13,16 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
 
 from .architectures import AnyArchitecture, load_architecture
 from .darts.model import DiscreteNetwork, network_cifar, network_imagenet
 from .darts.modes import ActivationMode
 from .darts.search import SearchSettings, run_search
 from .darts.supernet import SuperNetConfig
-from .data import ImageDataset, load_dataset, make_batches
+from .data import ImageDataset, load_dataset
 from .errors import NasError
-from .genotypes import Genotype, count_multiply_adds, count_parameters, load_genotype
+from .genotypes import Genotype, load_genotype, network_cost
 from .randgrow.architecture import Architecture
 from .randgrow.network import RandGrowNetwork
 from .search_space import load_search_space
@@ -30,14 +29,10 @@ from .storage import DEFAULT_RUN_DIR, run_key
 from .train import (
     Checkpointer,
     EpochCallback,
-    EpochLoop,
     TrainSettings,
-    cosine_scheduler,
-    evaluate,
-    make_criterion,
     resolve_device,
     seed_everything,
-    supervised_epoch,
+    train_classifier,
 )
 
 
@@ -73,7 +68,7 @@ def genotype_cost(genotype: Genotype, data: ImageDataset, channels: int, layers:
                   imagenet: bool = False) -> dict[str, int]:
     """Parameters (no auxiliary head) and multiply-adds of the network the genotype retrains as."""
     net = build_network(genotype, data.num_classes, data.in_channels, channels, layers, imagenet, auxiliary=False)
-    return {"params": count_parameters(net), "flops": count_multiply_adds(net, data.input_shape)}
+    return network_cost(net, data.input_shape)
 
 
 def build_network(genotype: Genotype, num_classes: int, in_channels: int, channels: int, layers: int,
@@ -195,8 +190,7 @@ class RetrainObjective:
         else:
             self.architecture = arch.with_activation(job.activation) if job.activation else arch
         # building the network once validates it before any trial exists, and gives its cost
-        net = self._network(auxiliary=False)
-        self.cost = {"params": count_parameters(net), "flops": count_multiply_adds(net, self.data.input_shape)}
+        self.cost = network_cost(self._network(auxiliary=False), self.data.input_shape)
 
     def _network(self, auxiliary: bool) -> DiscreteNetwork | RandGrowNetwork:
         job, data = self.job, self.data
@@ -221,26 +215,12 @@ class RetrainObjective:
                                      else {"genotype": self.architecture.to_dict()})
         for name, value in {**self.cost, **described, "dataset": job.dataset}.items():
             trial.set_user_attr(name, value)
-        net.to(device, memory_format=torch.channels_last if s.channels_last else torch.contiguous_format)
-        optimizer = torch.optim.SGD(net.parameters(), s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
         key = run_key(trial.study.study_name, {**described, "dataset": job.dataset,
                                                "channels": job.channels, "layers": job.layers,
                                                "imagenet": job.imagenet, "seed": seed, **asdict(s)})
-        loop = EpochLoop(s.epochs, {"network": net}, {"weights": optimizer},
-                         cosine_scheduler(optimizer, s.epochs, s.lr_min, s.warmup_epochs, s.cycles), generator,
-                         Checkpointer(job.run_dir / trial.study.study_name / f"retrain-{key}.pt"),
-                         [report_to_trial(trial, "test_acc")], desc="retrain", verbose=job.verbose)
-        loop.resume()
-        train = make_batches(data, "train", None, s.batch_size, True, device, generator, cutout=s.cutout,
-                             channels_last=s.channels_last)
-        test = make_batches(data, "test", None, s.batch_size, False, device, generator, channels_last=s.channels_last)
-        criterion = make_criterion(s.label_smoothing)
-
-        def train_epoch(epoch: int) -> dict[str, float]:
-            net.set_drop_path(s.drop_path_prob * epoch / s.epochs)  # DARTS's linear drop-path schedule
-            return supervised_epoch(net, train, optimizer, criterion, s, device, f"retrain {epoch + 1}")
-
-        history = loop.run(train_epoch, lambda epoch: evaluate(net, test, device, s.amp, prefix="test"))
+        history = train_classifier(net, data, s, device, generator,
+                                   Checkpointer(job.run_dir / trial.study.study_name / f"retrain-{key}.pt"),
+                                   [report_to_trial(trial, "test_acc")], "retrain", job.verbose)
         test_error = 100.0 - float(history[-1]["test_acc"])
         trial.set_user_attr("test_error", round(test_error, 3))
         return test_error

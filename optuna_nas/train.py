@@ -13,7 +13,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,7 @@ from timm.utils import AverageMeter, accuracy, dispatch_clip_grad
 from torch import nn
 from tqdm import tqdm
 
+from .data import ImageDataset, make_batches
 from .errors import NasError, TrainingDiverged
 
 # Called after every epoch with (epochs done, metrics); after a resume, first once per restored epoch with
@@ -271,3 +272,30 @@ def evaluate(model: nn.Module, batches: Any, device: torch.device, amp: bool = T
         loss_meter.update(criterion(logits.float(), y).item(), len(y))
         acc_meter.update(accuracy(logits.float(), y, topk=(1,))[0].item(), len(y))
     return {f"{prefix}_loss": loss_meter.avg, f"{prefix}_acc": acc_meter.avg}
+
+
+def train_classifier(net: nn.Module, data: ImageDataset, s: TrainSettings, device: torch.device,
+                     generator: torch.Generator, checkpoint: Checkpointer | None, callbacks: Iterable[EpochCallback],
+                     desc: str, verbose: bool = True, train_indices: Sequence[int] | None = None,
+                     eval_split: str = "test", eval_indices: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    """Train a fixed network with SGD and timm's cosine schedule (SGDR with ``s.cycles``), the linear
+    drop-path schedule, and an evaluation after every epoch; resumes from ``checkpoint``. ``net`` must have
+    ``set_drop_path`` (DARTS and RandGrow networks do). Metrics are ``test_*`` or ``val_*`` by ``eval_split``."""
+    net.to(device, memory_format=torch.channels_last if s.channels_last else torch.contiguous_format)
+    optimizer = torch.optim.SGD(net.parameters(), s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+    loop = EpochLoop(s.epochs, {"network": net}, {"weights": optimizer},
+                     cosine_scheduler(optimizer, s.epochs, s.lr_min, s.warmup_epochs, s.cycles), generator,
+                     checkpoint, callbacks, desc=desc, verbose=verbose)
+    loop.resume()
+    train = make_batches(data, "train", train_indices, s.batch_size, True, device, generator, cutout=s.cutout,
+                         channels_last=s.channels_last)
+    held_out = make_batches(data, eval_split, eval_indices, s.batch_size, False, device, generator,
+                            channels_last=s.channels_last)
+    criterion = make_criterion(s.label_smoothing)
+    prefix = "test" if eval_split == "test" else "val"
+
+    def train_epoch(epoch: int) -> dict[str, float]:
+        net.set_drop_path(s.drop_path_prob * epoch / s.epochs)  # type: ignore[operator]  # DARTS's linear schedule
+        return supervised_epoch(net, train, optimizer, criterion, s, device, f"{desc} epoch {epoch + 1}")
+
+    return loop.run(train_epoch, lambda epoch: evaluate(net, held_out, device, s.amp, prefix=prefix))

@@ -37,20 +37,16 @@ from ..artifacts import (
     upload_json,
     upload_state,
 )
-from ..data import ImageDataset, load_dataset, make_batches, split_indices
+from ..data import ImageDataset, load_dataset, split_indices
 from ..errors import NasError
-from ..genotypes import count_multiply_adds, count_parameters
+from ..genotypes import network_cost
 from ..storage import DEFAULT_RUN_DIR, run_key, study_token
 from ..train import (
     Checkpointer,
-    EpochLoop,
     TrainSettings,
-    cosine_scheduler,
-    evaluate,
-    make_criterion,
     resolve_device,
     seed_everything,
-    supervised_epoch,
+    train_classifier,
 )
 from .architecture import Architecture, Skeleton
 from .network import RandGrowNetwork, inherit_weights
@@ -67,10 +63,6 @@ SEARCH_TRAINING = TrainSettings(epochs=160, cycles=2, batch_size=32, lr=0.025, l
 # "cosine learning rate that shrinks from 0.025 to 0 in 600 epochs", path dropout on (rate: our choice)
 FINAL_TRAINING = replace(SEARCH_TRAINING, epochs=600, cycles=1, drop_path_prob=0.2)
 INITIAL_TRAINING = replace(FINAL_TRAINING, drop_path_prob=0.0)
-
-
-def model_cost(network: RandGrowNetwork, data: ImageDataset) -> dict[str, int]:
-    return {"params": count_parameters(network), "flops": count_multiply_adds(network, data.input_shape)}
 
 
 def skeleton_for(data: ImageDataset, cells_per_block: int, channels: int) -> Skeleton:
@@ -140,36 +132,19 @@ class RandGrowObjective:
         net = RandGrowNetwork(proposal.architecture)
         if proposal.parent is not None:
             inherit_weights(net, self._parent_state(trial.study, proposal.parent), job.function_preserving)
-        costs = model_cost(net, data)
+        costs = network_cost(net, data.input_shape)
         for name, value in costs.items():
             trial.set_user_attr(name, value)
-        net.to(device, memory_format=torch.channels_last if settings.channels_last else torch.contiguous_format)
-        history = self._train(trial, net, settings, generator, device, key)
+        history = train_classifier(net, data, settings, device, generator,
+                                   Checkpointer(job.run_dir / trial.study.study_name / f"grow-{key}.pt"),
+                                   [record_val_error(trial)], f"randgrow trial {trial.number}", job.verbose,
+                                   train_indices=self.train_idx, eval_split="train", eval_indices=self.val_idx)
 
         val_error = 100.0 - float(history[-1]["val_acc"])
         upload_state(trial, self.store, net.state_dict(), WEIGHTS_FILE)
         upload_json(trial, self.store, proposal.architecture.to_dict(), ARCHITECTURE_FILE)
         trial.set_user_attr("val_error", round(val_error, 3))
         return val_error, float(costs[job.cost])
-
-    def _train(self, trial: optuna.Trial, net: RandGrowNetwork, s: TrainSettings, generator: torch.Generator,
-               device: torch.device, key: str) -> list[dict[str, Any]]:
-        job, data = self.job, self.data
-        optimizer = torch.optim.SGD(net.parameters(), s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
-        desc = f"randgrow trial {trial.number}"
-        loop = EpochLoop(s.epochs, {"network": net}, {"weights": optimizer},
-                         cosine_scheduler(optimizer, s.epochs, s.lr_min, s.warmup_epochs, s.cycles), generator,
-                         Checkpointer(job.run_dir / trial.study.study_name / f"grow-{key}.pt"),
-                         [record_val_error(trial)], desc=desc, verbose=job.verbose)
-        loop.resume()
-        train = make_batches(data, "train", self.train_idx, s.batch_size, True, device, generator, cutout=s.cutout,
-                             channels_last=s.channels_last)
-        val = make_batches(data, "train", self.val_idx, s.batch_size, False, device, generator,
-                           channels_last=s.channels_last)
-        criterion = make_criterion(s.label_smoothing)
-        return loop.run(lambda epoch: supervised_epoch(net, train, optimizer, criterion, s, device,
-                                                       f"{desc} epoch {epoch + 1}"),
-                        lambda epoch: evaluate(net, val, device, s.amp, prefix="val"))
 
 
 def record_val_error(trial: optuna.Trial) -> Any:
