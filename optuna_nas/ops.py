@@ -12,6 +12,12 @@ The activation *between* the two stacked separable convolutions stays ReLU, in s
 retraining alike, because Eq. 1 places σ only on the edge input; this keeps search and retrain the
 same function and keeps A-DARTS's search overhead small.
 
+Convolutions of any odd kernel size 1..11 exist on demand by name, so a search-space file can use them
+without registering anything: ``sep_conv_KxK``, ``dil_conv_KxK`` (dilation 2) and ``conv_KxK`` (a plain
+convolution then BatchNorm). All keep the spatial size at stride 1 and halve it at stride 2; like the
+DARTS convolutions they are parameterised (their activation comes from the edge). The four DARTS
+convolutions keep their own registrations, which the generic formulas reproduce exactly.
+
 Users add an operator or an activation without editing the library::
 
     from optuna_nas.ops import register_activation
@@ -20,6 +26,7 @@ Users add an operator or an activation without editing the library::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -61,10 +68,18 @@ def register_activation(name: str, factory: ActivationFactory, overwrite: bool =
 
 
 def operation_spec(name: str) -> OperationSpec:
-    try:
-        return _OPERATIONS[name]
-    except KeyError:
-        raise NasError(f"unknown operator {name!r}; known: {', '.join(sorted(_OPERATIONS))}") from None
+    """The operator ``name``; a generic convolution name (``sep_conv_7x7``, ...) is registered on first use."""
+    spec = _OPERATIONS.get(name)
+    if spec is not None:
+        return spec
+    factory = generic_convolution(name)
+    if factory is None:
+        raise NasError(
+            f"unknown operator {name!r}; known: {', '.join(sorted(_OPERATIONS))}, and "
+            f"{'/'.join(GENERIC_CONVOLUTIONS)}_KxK for odd K in {GENERIC_KERNELS[0]}..{GENERIC_KERNELS[-1]}"
+        )
+    register_operation(name, factory, parameterized=True)
+    return _OPERATIONS[name]
 
 
 def check_activation(name: str) -> str:
@@ -181,6 +196,35 @@ def sep_conv_body(c: int, kernel: int, stride: int, padding: int, affine: bool) 
         nn.Conv2d(c, c, 1, bias=False),
         nn.BatchNorm2d(c, affine=affine),
     )
+
+
+def conv_body(c: int, kernel: int, stride: int, padding: int, affine: bool) -> nn.Sequential:
+    """A plain (dense) convolution then BatchNorm, without a leading activation (``conv_KxK``)."""
+    return nn.Sequential(
+        nn.Conv2d(c, c, kernel, stride, padding, bias=False),
+        nn.BatchNorm2d(c, affine=affine),
+    )
+
+
+# Generic convolutions: family name -> body of kernel size k. Padding keeps the spatial size at stride 1
+# (and gives ceil(n/2) at stride 2): k//2 for the undilated ones, k-1 for dilation 2 (effective kernel
+# 2k-1). These formulas give the DARTS paddings (sep 3x3: 1, 5x5: 2; dil 3x3: 2, 5x5: 4).
+GENERIC_CONVOLUTIONS = ("sep_conv", "dil_conv", "conv")
+GENERIC_KERNELS = (1, 3, 5, 7, 9, 11)
+_GENERIC_NAME = re.compile(r"(sep_conv|dil_conv|conv)_([1-9][0-9]*)x([1-9][0-9]*)")
+
+
+def generic_convolution(name: str) -> BodyFactory | None:
+    """The body factory of ``sep_conv_KxK`` / ``dil_conv_KxK`` / ``conv_KxK`` (K odd, 1..11), else None."""
+    match = _GENERIC_NAME.fullmatch(name)
+    if match is None or match[2] != match[3] or int(match[2]) not in GENERIC_KERNELS:
+        return None
+    family, k = match[1], int(match[2])
+    if family == "sep_conv":
+        return lambda c, s, a: sep_conv_body(c, k, s, k // 2, a)
+    if family == "dil_conv":
+        return lambda c, s, a: dil_conv_body(c, k, s, k - 1, 2, a)
+    return lambda c, s, a: conv_body(c, k, s, k // 2, a)
 
 
 def _skip(c: int, stride: int, affine: bool) -> nn.Module:

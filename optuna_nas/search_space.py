@@ -8,11 +8,34 @@ the cell shape. Its size is computed from that definition, not quoted::
     activations: [relu, relu6, leaky_relu, prelu, rrelu, elu, celu, selu, swish]
     activation_mode: factorized
     cell: {steps: 4, inputs_per_node: 2}
+
+A space grows by *operator groups* (the factorisation of A-DARTS applied to the operators themselves,
+the paper's future work): every combination of one choice per group, put into ``operator_template``, is
+one operator, searched with one logit vector per group instead of one α per combination::
+
+    operators: [none, max_pool_3x3, avg_pool_3x3, skip_connect]   # plain operators
+    operator_groups:                                               # ordered: the first varies slowest
+      conv: [sep_conv, dil_conv, conv]
+      kernel: [3x3, 5x5, 7x7]
+    operator_template: "{conv}_{kernel}"                          # sep_conv_3x3, sep_conv_5x5, ...
+    partial_channels: 4                                            # optional: the PC-DARTS K searched with
+
+Choices made here (the paper does not define operator groups):
+
+- the grouped operators form one *family*: all parameterised (convolutions) or all non-parameterised,
+  never mixed, so the family takes the edge activation as a whole, like one of A-DARTS's operators;
+- a grouped operator may not also be a plain operator, and every group must appear in the template
+  (otherwise two combinations would make the same name);
+- without ``operators`` the plain operators are DARTS's eight, with or without groups.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import re
+import string
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +46,12 @@ from .errors import NasError
 from .ops import DARTS_OPERATORS, PAPER_ACTIVATIONS, check_activation, operation_spec
 
 SPACE_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
-_KEYS = {"name", "description", "operators", "activations", "activation_mode", "cell"}
+_KEYS = {"name", "description", "operators", "operator_groups", "operator_template", "activations",
+         "activation_mode", "partial_channels", "cell"}
 _CELL_KEYS = {"steps", "inputs_per_node"}
+_GROUP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a group's logits are the attribute group_logits_<cell>_<name>
+
+OperatorGroups = tuple[tuple[str, tuple[str, ...]], ...]
 
 
 @dataclass(frozen=True)
@@ -35,13 +62,21 @@ class SearchSpace:
     activation_mode: str = "fixed:relu"
     steps: int = 4
     inputs_per_node: int = 2
+    # ordered (group name, choices) pairs; a mapping is accepted and stored as such pairs
+    operator_groups: OperatorGroups = ()
+    operator_template: str | None = None
+    partial_channels: int = 1  # the PC-DARTS K this space is searched with unless a run says otherwise
 
     def __post_init__(self) -> None:
+        if isinstance(self.operator_groups, Mapping):
+            groups = self.operator_groups.items()
+            object.__setattr__(self, "operator_groups", tuple((str(g), tuple(c)) for g, c in groups))
         for op in self.operators:
             operation_spec(op)
         for act in self.activations:
             check_activation(act)
-        if not any(op != "none" for op in self.operators):
+        self._check_groups()
+        if not any(op != "none" for op in self.all_operators):
             raise NasError(f"search space {self.name!r} has no operator other than 'none'")
         if not self.activations:
             raise NasError(f"search space {self.name!r} lists no activation")
@@ -49,18 +84,127 @@ class SearchSpace:
             raise NasError(f"search space {self.name!r}: cell steps must be >= 1, got {self.steps}")
         if not 1 <= self.inputs_per_node <= 2:
             raise NasError(f"search space {self.name!r}: inputs_per_node must be 1 or 2")
+        if isinstance(self.partial_channels, bool) or not isinstance(self.partial_channels, int) \
+                or self.partial_channels < 1:
+            raise NasError(f"search space {self.name!r}: 'partial_channels' must be an integer >= 1, "
+                           f"got {self.partial_channels!r}")
+
+    def _check_groups(self) -> None:
+        where = f"search space {self.name!r}"
+        template, groups = self.operator_template, self.operator_groups
+        if template is None:
+            if groups:
+                raise NasError(f"{where}: 'operator_groups' needs an 'operator_template' (e.g. "
+                               f"{'_'.join('{' + g + '}' for g, _ in groups)!r}) to name the grouped operators")
+            return
+        if not groups:
+            raise NasError(f"{where}: 'operator_template' {template!r} needs 'operator_groups' to fill it")
+        if len({g for g, _ in groups}) != len(groups):
+            raise NasError(f"{where}: 'operator_groups' names a group twice: {[g for g, _ in groups]}")
+        for group, choices in groups:
+            if not _GROUP_NAME.fullmatch(group):
+                raise NasError(f"{where}: 'operator_groups' name {group!r} must be a letter or '_', then letters, "
+                               "digits or '_'")
+            if not choices:
+                raise NasError(f"{where}: 'operator_groups' group {group!r} is empty")
+            if len(set(choices)) != len(choices):
+                raise NasError(f"{where}: 'operator_groups' group {group!r} repeats a choice: {list(choices)}")
+        try:
+            fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template) if f is not None]
+        except ValueError as exc:
+            raise NasError(f"{where}: 'operator_template' {template!r} is not a format string ({exc})") from None
+        names = [g for g, _ in groups]
+        for field, spec, conv in fields:
+            if field not in names:
+                raise NasError(f"{where}: 'operator_template' {template!r} names group {field!r}, which "
+                               f"'operator_groups' does not define (groups: {', '.join(names)})")
+            if spec or conv:
+                raise NasError(f"{where}: 'operator_template' {template!r}: write plain {{{field}}} fields, "
+                               "without a conversion or format spec")
+        unused = [g for g in names if g not in {f for f, _, _ in fields}]
+        if unused:
+            raise NasError(f"{where}: 'operator_template' {template!r} does not use group(s) {', '.join(unused)}, "
+                           "so their choices would make the same operator twice")
+        kinds: set[bool] = set()
+        for op in self.grouped_operators:
+            try:
+                kinds.add(operation_spec(op).parameterized)
+            except NasError as exc:
+                raise NasError(f"{where}: 'operator_template' makes {exc}") from None
+            if op == "none" or op in self.operators:
+                raise NasError(f"{where}: 'operator_template' makes {op!r}, which "
+                               f"{'is never grouped' if op == 'none' else 'is also in operators'}; "
+                               "list each operator once")
+        if len(kinds) > 1:
+            raise NasError(f"{where}: 'operator_template' makes parameterised and non-parameterised operators; "
+                           "a group family must be all convolutions or all without parameters")
+
+    # ---- operators
+    @property
+    def groups(self) -> dict[str, tuple[str, ...]]:
+        """The operator groups as an ordered mapping (empty without groups)."""
+        return dict(self.operator_groups)
+
+    def grouped_operator_choices(self) -> list[tuple[str, tuple[int, ...]]]:
+        """Every grouped operator with its choice index in each group, the first group varying slowest."""
+        if self.operator_template is None:
+            return []
+        out = []
+        for idx in itertools.product(*(range(len(c)) for _, c in self.operator_groups)):
+            values = {g: choices[i] for (g, choices), i in zip(self.operator_groups, idx, strict=True)}
+            out.append((self.operator_template.format(**values), tuple(idx)))
+        return out
+
+    @property
+    def grouped_operators(self) -> tuple[str, ...]:
+        return tuple(op for op, _ in self.grouped_operator_choices())
+
+    @property
+    def all_operators(self) -> tuple[str, ...]:
+        """Every operator an edge may take: the plain ones, then the grouped ones."""
+        return self.operators + self.grouped_operators
+
+    @property
+    def grouped_parameterized(self) -> bool:
+        """Whether the grouped family takes the edge activation (False also without groups)."""
+        ops = self.grouped_operators
+        return bool(ops) and operation_spec(ops[0]).parameterized
 
     @property
     def parameterized_operators(self) -> tuple[str, ...]:
-        return tuple(op for op in self.operators if operation_spec(op).parameterized)
+        return tuple(op for op in self.all_operators if operation_spec(op).parameterized)
 
+    # ---- size
     def choices_per_edge(self) -> int:
-        """Distinct (operator, activation) choices of a kept edge: 'none' is never kept."""
+        """Distinct (operator, activation) choices of a kept edge: 'none' is never kept. A grouped operator
+        counts like a plain one."""
         return sum(
             len(self.activations) if operation_spec(op).parameterized else 1
-            for op in self.operators
+            for op in self.all_operators
             if op != "none"
         )
+
+    def architecture_parameters_per_edge(self, factorized: bool = True, activation_mode: str | None = None) -> int:
+        """Architecture parameters of one edge, in ``activation_mode`` (default: the space's own).
+
+        ``factorized=True``: what the super-network learns: α over the plain operators plus one slot for the
+        grouped family, one logit per choice of each group (Σ|g|), and β over the activations in
+        ``factorized`` mode. ``factorized=False``: the flat count, one α per (operator, activation)
+        combination, as non-factorised search would need (Π|g| grouped operators, each times the activations
+        where parameterised). PC-DARTS's edge-normalisation γ (one per edge, set by the run) is not counted.
+        """
+        from .darts.modes import ActivationMode  # the modes module imports ops only; kept local anyway
+
+        kind = ActivationMode.parse(activation_mode or self.activation_mode).kind
+        n_act = len(self.activations) if kind in ("factorized", "non_factorized") else 1
+        if not factorized:
+            return sum(n_act if operation_spec(op).parameterized else 1 for op in self.all_operators)
+        per_act = n_act if kind == "non_factorized" else 1  # non-factorised: one α per activation
+        alpha = sum(per_act if operation_spec(op).parameterized else 1 for op in self.operators)
+        if self.operator_groups:
+            alpha += per_act if self.grouped_parameterized else 1
+        beta = len(self.activations) if kind == "factorized" else 0
+        return alpha + beta + sum(len(c) for _, c in self.operator_groups)
 
     def cell_count(self) -> int:
         """Cells of one type: each node keeps ``inputs_per_node`` distinct inputs, each with one choice."""
@@ -73,7 +217,8 @@ class SearchSpace:
 
 
 def load_search_space(path_or_name: str) -> SearchSpace:
-    """Read a space from a YAML file, or a shipped one by name (``darts``, ``a_darts``)."""
+    """Read a space from a YAML file, or a shipped one by name (``darts``, ``a_darts``, ``pc_darts``,
+    ``a_darts_groups``)."""
     path = Path(path_or_name)
     if not path.is_file() and (SPACE_DIR / f"{path_or_name}.yaml").is_file():
         path = SPACE_DIR / f"{path_or_name}.yaml"
@@ -98,8 +243,19 @@ def _space_from_dict(data: Any, source: str) -> SearchSpace:
     if not isinstance(cell, dict) or set(cell) - _CELL_KEYS:
         raise NasError(f"{source}: 'cell' takes only {', '.join(sorted(_CELL_KEYS))}")
     for key in ("operators", "activations"):
-        if key in data and not (isinstance(data[key], list) and all(isinstance(v, str) for v in data[key])):
+        if key in data and not _names(data[key]):
             raise NasError(f"{source}: '{key}' must be a list of names")
+    groups = data.get("operator_groups")
+    if "operator_groups" in data:
+        if not isinstance(groups, dict) or not groups:
+            raise NasError(f"{source}: 'operator_groups' must be a mapping of group name to a list of choices")
+        for group, choices in groups.items():
+            if not isinstance(group, str) or not _names(choices):
+                raise NasError(f"{source}: 'operator_groups' group {group!r} must be a list of string choices, "
+                               f"got {choices!r}")
+    template = data.get("operator_template")
+    if "operator_template" in data and not isinstance(template, str):
+        raise NasError(f"{source}: 'operator_template' must be a string such as \"{{conv}}_{{kernel}}\"")
     try:
         return SearchSpace(
             name=str(data.get("name", Path(source).stem)),
@@ -108,9 +264,16 @@ def _space_from_dict(data: Any, source: str) -> SearchSpace:
             activation_mode=str(data.get("activation_mode", "fixed:relu")),
             steps=_int(cell.get("steps", 4), "cell.steps", source),
             inputs_per_node=_int(cell.get("inputs_per_node", 2), "cell.inputs_per_node", source),
+            operator_groups=tuple((g, tuple(c)) for g, c in (groups or {}).items()),
+            operator_template=template,
+            partial_channels=_int(data.get("partial_channels", 1), "partial_channels", source),
         )
     except NasError as exc:
         raise NasError(f"{source}: {exc}") from None
+
+
+def _names(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
 def _int(value: Any, key: str, source: str) -> int:

@@ -61,7 +61,7 @@ def test_activation_override_changes_edges_not_parameter_count() -> None:
 
 
 @pytest.mark.parametrize(("data", "message"), [
-    ({"normal": [["conv_9x9", 0]] * 8, "reduce": [["skip_connect", 0]] * 8}, "unknown operator"),
+    ({"normal": [["conv_4x4", 0]] * 8, "reduce": [["skip_connect", 0]] * 8}, "unknown operator"),
     ({"normal": [["sep_conv_3x3", 0, "gelu9"]] * 8, "reduce": [["skip_connect", 0]] * 8}, "unknown activation"),
     ({"normal": [["sep_conv_3x3", 3]] * 8, "reduce": [["skip_connect", 0]] * 8}, "reads node 3"),
     ({"normal": [["sep_conv_3x3", 0]] * 3, "reduce": [["skip_connect", 0]] * 8}, "two edges per node"),

@@ -16,6 +16,8 @@ from optuna_nas.ops import (
     LearnableSwish,
     build_operation,
     create_activation,
+    generic_convolution,
+    operation_names,
     operation_spec,
     register_activation,
 )
@@ -58,8 +60,8 @@ def test_swish_has_a_learnable_coefficient() -> None:
 
 
 def test_unknown_names_are_clear_errors() -> None:
-    with pytest.raises(NasError, match="unknown operator 'conv_9x9'"):
-        operation_spec("conv_9x9")
+    with pytest.raises(NasError, match="unknown operator 'conv_4x4'"):
+        operation_spec("conv_4x4")
     with pytest.raises(NasError, match="unknown activation 'gelu2'"):
         create_activation("gelu2")
 
@@ -94,3 +96,36 @@ def test_factorized_reduce_backward_survives_channels_last_on_one_thread() -> No
         "    op(x).square().mean().backward()\n"
     )
     assert subprocess.run([sys.executable, "-c", script], timeout=120).returncode == 0
+
+
+@pytest.mark.parametrize("family", ["sep_conv", "dil_conv", "conv"])
+@pytest.mark.parametrize("k", [1, 3, 5, 7, 9, 11])
+def test_generic_convolutions_keep_the_spatial_size(family: str, k: int) -> None:
+    name = f"{family}_{k}x{k}"
+    assert operation_spec(name).parameterized
+    for stride, size in ((1, 8), (2, 8), (2, 7)):
+        op = build_operation(name, 4, stride, affine=True, activation="selu")
+        assert isinstance(op, ActivatedOperation) and isinstance(op.activation, nn.SELU)
+        assert op(torch.randn(2, 4, size, size)).shape == (2, 4, -(-size // stride), -(-size // stride))
+    assert name in operation_names()  # registered on first use
+
+
+@pytest.mark.parametrize("name", ["sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"])
+def test_generic_formulas_reproduce_the_darts_convolutions(name: str) -> None:
+    factory = generic_convolution(name)
+    assert factory is not None
+    generic, darts = factory(4, 2, False), operation_spec(name).factory(4, 2, False)
+    assert repr(generic) == repr(darts)  # same layers, kernels, paddings, dilations and strides
+
+
+def test_plain_conv_body_is_a_relu_free_convolution_and_batchnorm() -> None:
+    body = operation_spec("conv_5x5").factory(4, 1, True)
+    assert [type(m) for m in body] == [nn.Conv2d, nn.BatchNorm2d]
+    assert (body[0].kernel_size, body[0].padding, body[0].groups) == ((5, 5), (2, 2), 1)
+    assert sum(p.numel() for p in body.parameters()) == 4 * 4 * 25 + 2 * 4
+
+
+@pytest.mark.parametrize("name", ["conv_4x4", "conv_13x13", "sep_conv_3x5", "dil_conv_03x03", "depth_conv_3x3"])
+def test_generic_names_outside_the_rule_are_unknown(name: str) -> None:
+    with pytest.raises(NasError, match=f"unknown operator '{name}'.*odd K in 1..11"):
+        operation_spec(name)

@@ -10,7 +10,7 @@ from optuna_nas.darts.supernet import SearchNetwork, SuperNetConfig
 from optuna_nas.darts.trilevel import TriLevelOptimizer
 from optuna_nas.errors import NasError
 from optuna_nas.genotypes import CELL_TYPES
-from optuna_nas.search_space import A_DARTS_SPACE, DARTS_SPACE
+from optuna_nas.search_space import A_DARTS_SPACE, DARTS_SPACE, SearchSpace
 
 from _tiny import tiny_config, tiny_network
 
@@ -273,3 +273,104 @@ def test_fused_rrelu_draws_slopes_in_its_range_during_training() -> None:
     x = -torch.rand(1000) - 0.1
     slopes = fused_mixture(x, torch.ones(1), [rrelu]) / x
     assert slopes.min() >= rrelu.lower - 1e-6 and slopes.max() <= rrelu.upper + 1e-6 and slopes.std() > 0.01
+
+
+# ---------------------------------------------------------------- operator groups
+
+GROUPED = SearchSpace("grouped", operators=("none", "max_pool_3x3", "skip_connect"),
+                      operator_groups={"conv": ["sep_conv", "conv"], "kernel": ["3x3", "5x5"]},
+                      operator_template="{conv}_{kernel}", activations=("relu", "selu"), activation_mode="factorized")
+
+
+def _grouped(mode: str = "factorized", k: int = 1) -> SearchNetwork:
+    torch.manual_seed(0)
+    return SearchNetwork(SuperNetConfig(GROUPED, ActivationMode.parse(mode), channels=4, layers=3, num_classes=4,
+                                        partial_channels=k))
+
+
+def test_grouped_space_has_one_alpha_slot_for_the_family_and_logits_per_group() -> None:
+    net = _grouped()
+    assert net.config.candidate_names() == ["none", "max_pool_3x3", "skip_connect", "{conv}_{kernel}"]
+    shapes = {n: tuple(p.shape) for n, p in net.named_parameters() if n.startswith(("alphas", "betas", "group"))}
+    assert shapes == {"alphas_normal": (14, 4), "alphas_reduce": (14, 4), "betas_normal": (14, 2),
+                      "betas_reduce": (14, 2), "group_logits_normal_conv": (14, 2),
+                      "group_logits_normal_kernel": (14, 2), "group_logits_reduce_conv": (14, 2),
+                      "group_logits_reduce_kernel": (14, 2)}
+    names = {id(p): n for n, p in net.named_parameters()}
+    assert [names[id(p)] for p in net.alpha_parameters()] == [
+        "alphas_normal", "alphas_reduce", "group_logits_normal_conv", "group_logits_normal_kernel",
+        "group_logits_reduce_conv", "group_logits_reduce_kernel"]  # stepped by α's Adam
+    edge = net.cells[0].edges[0]
+    assert [c.op for c in edge.candidates] == ["none", "max_pool_3x3", "skip_connect", "sep_conv_3x3",
+                                               "sep_conv_5x5", "conv_3x3", "conv_5x5"]
+    assert [c.activation_index for c in edge.candidates][3:] == [0] * 4  # the edge's β-mixture feeds them all
+
+
+def test_grouped_operator_weight_is_family_alpha_times_each_groups_softmax() -> None:
+    net = _grouped()
+    with torch.no_grad():
+        for p in net.alpha_parameters():
+            p.normal_()
+    alpha = torch.softmax(net.alphas_normal, -1)
+    conv = torch.softmax(net.group_logits_normal_conv, -1)
+    kernel = torch.softmax(net.group_logits_normal_kernel, -1)
+    weights, _, _ = net.operator_weights("normal")
+    assert torch.equal(weights[:, :3], alpha[:, :3])  # plain operators: softmax(α) itself
+    for col, (i, j) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)], start=3):  # sep 3, sep 5, conv 3, conv 5
+        assert torch.allclose(weights[:, col], alpha[:, 3] * conv[:, i] * kernel[:, j])
+    assert torch.allclose(weights.sum(1), torch.ones(14))  # the family shares its slot's weight
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_grouped_network_trains_and_group_logits_get_gradients(k: int) -> None:
+    net = _grouped(k=k)
+    x, y = torch.randn(2, 3, 8, 8), torch.randint(0, 4, (2,))
+    loss = torch.nn.functional.cross_entropy(net(x), y)
+    arch = net.alpha_parameters() + net.beta_parameters()
+    grads = torch.autograd.grad(loss, arch)
+    names = {id(p): n for n, p in net.named_parameters()}
+    for p, g in zip(arch, grads, strict=True):
+        assert torch.isfinite(g).all() and g.abs().sum() > 0, names[id(p)]
+    if k == 1:
+        return
+    tri = TriLevelOptimizer(net, *_optimizers(net))  # Algorithm 1 steps the group logits with α
+    before = [p.detach().clone() for p in arch]
+    tri.step(x, y, x, y)
+    assert all(not torch.equal(b, p) for b, p in zip(before, arch, strict=True))
+
+
+def test_grouped_edge_is_the_product_weighted_sum_of_its_operators() -> None:
+    net = _grouped("fixed:relu")
+    net.eval()
+    edge = net.cells[0].edges[3]
+    x = torch.randn(2, 4, 8, 8)
+    weights, _, _ = net.operator_weights("normal")
+    w = weights[3].detach()
+    expected = sum(w[i] * op(x if c.activation_index is None else torch.relu(x))
+                   for i, (c, op) in enumerate(zip(edge.candidates, edge.ops, strict=True)) if not c.is_none)
+    assert torch.allclose(edge(x, w, None), expected, atol=1e-5)
+
+
+def test_non_factorised_grouped_space_expands_the_family_slot_per_activation() -> None:
+    config = SuperNetConfig(GROUPED, ActivationMode.parse("non_factorized"), channels=4, layers=3)
+    assert config.candidate_names()[3:] == ["{conv}_{kernel}@relu", "{conv}_{kernel}@selu"]
+    cands, slots = config.edge_candidates()
+    assert len(cands) == 3 + 4 * 2 and slots[3:] == [3] * 4 + [4] * 4
+    assert [c.activation_index for c in cands[3:]] == [0] * 4 + [1] * 4
+
+
+@pytest.mark.parametrize(("space", "mode"), [(GROUPED, "factorized"), (GROUPED, "non_factorized"),
+                                             (GROUPED, "fixed:relu"), (A_DARTS_SPACE, "factorized")],
+                         ids=["grouped-factorized", "grouped-non_factorized", "grouped-fixed", "a_darts"])
+def test_architecture_parameters_per_edge_is_what_the_network_learns(space: SearchSpace, mode: str) -> None:
+    net = SearchNetwork(SuperNetConfig(space, ActivationMode.parse(mode), channels=4, layers=3))
+    learned = sum(p.numel() for p in net.alpha_parameters() + net.beta_parameters())
+    assert learned == 2 * 14 * space.architecture_parameters_per_edge(activation_mode=mode)
+
+
+def test_spaces_without_groups_have_no_group_logits_and_plain_softmax_weights() -> None:
+    net = tiny_network("factorized")
+    assert not [n for n, _ in net.named_parameters() if n.startswith("group")] and net.group_weights("normal") == []
+    alpha = torch.softmax(net.alphas_normal, -1)
+    assert net.candidate_weights(alpha, []) is alpha
+    assert net.config.edge_candidates() == (net.config.candidates(), list(range(8)))

@@ -4,6 +4,13 @@ For each intermediate node keep the two incoming edges whose strongest non-``non
 strongest (edge strength multiplied by the edge-normalisation weight under PC-DARTS); each kept edge
 takes that candidate's operator and, for parameterised operators, its activation: the edge's argmax β
 (factorised), the fixed one, the frozen one (Config-A), or the candidate's own (non-factorised).
+
+With operator groups, the family competes on an edge with its α share, softmax(α)[family] (times γ under
+PC-DARTS, as any candidate), and the family member is each group's argmax: the same rule as A-DARTS's
+activation group, whose β picks the activation but never scales the operator's strength. (Ranking by
+the product weight instead would need the family's α to beat the best plain operator by Π|g| while the
+groups are still near uniform, so searches would rarely keep a convolution.) The genotype stores the
+concrete operator name (``dil_conv_5x5``), so discrete networks need nothing new.
 """
 
 from __future__ import annotations
@@ -23,12 +30,17 @@ def derive_cell(
     edge_activations: Sequence[Sequence[str]],
     edge_weights: torch.Tensor | None = None,
     inputs_per_node: int = 2,
+    allowed: torch.Tensor | None = None,
 ) -> tuple[Edge, ...]:
-    """``alpha_weights`` is softmax(α) [edges, candidates]; ``edge_activations[e]`` lists what edge e
-    computes (one name, or the whole group in non-factorised mode)."""
+    """``alpha_weights`` is the weight of each candidate [edges, candidates] (softmax(α), or the product
+    weights of a space with operator groups); ``edge_activations[e]`` lists what edge e computes (one
+    name, or the whole group in non-factorised mode). ``allowed`` [edges, candidates], when given, says
+    which candidates may win each edge (see ``group_argmax_mask``)."""
     strength = alpha_weights.detach().float().clone()
     if edge_weights is not None:
         strength = strength * edge_weights.detach().float().unsqueeze(1)
+    if allowed is not None:  # after γ: -inf·γ would be NaN where γ underflows to 0
+        strength = strength.masked_fill(~allowed.to(strength.device), float("-inf"))
     usable = [i for i, c in enumerate(candidates) if not c.is_none]
     kept: list[Edge] = []
     start = 0
@@ -47,14 +59,30 @@ def derive_cell(
     return tuple(kept)
 
 
+def group_argmax_mask(candidates: Sequence[Candidate], group_weights: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """[edges, candidates]: False for each grouped candidate that is not every group's argmax on that edge
+    (None without groups). Ties within a group go to the first choice, as ``argmax`` breaks them."""
+    if not group_weights:
+        return None
+    best = torch.stack([w.detach().argmax(dim=1) for w in group_weights], dim=1).cpu()  # [edges, groups]
+    mask = torch.ones(best.shape[0], len(candidates), dtype=torch.bool)
+    for i, cand in enumerate(candidates):
+        if cand.choices:
+            mask[:, i] = (best == torch.tensor(cand.choices)).all(dim=1)
+    return mask
+
+
 def derive_genotype(network: SearchNetwork) -> Genotype:
     config = network.config
-    candidates = config.candidates()
+    candidates, _ = config.edge_candidates()
     cells: dict[str, tuple[Edge, ...]] = {}
     argmax_acts: dict[str, tuple[str, ...]] = {}
     with torch.no_grad():
         for cell_type in CELL_TYPES:
             alpha, beta, gamma = network.architecture_weights(cell_type)
+            groups = network.group_weights(cell_type)
+            # a grouped operator's strength is its family's α share; the mask keeps only each group's argmax
+            strength = alpha.index_select(1, network._slot_index) if groups else alpha
             per_edge = [config.edge_activation_names(cell_type, e) for e in range(config.edges_per_cell)]
             if beta is not None:  # factorised: the edge's activation is its argmax β
                 names = config.space.activations
@@ -62,7 +90,8 @@ def derive_genotype(network: SearchNetwork) -> Genotype:
             if config.activation_mode.kind != "non_factorized":
                 argmax_acts[cell_type] = tuple(acts[0] for acts in per_edge)
             cells[cell_type] = derive_cell(
-                alpha, candidates, config.space.steps, per_edge, gamma, config.space.inputs_per_node
+                strength, candidates, config.space.steps, per_edge, gamma, config.space.inputs_per_node,
+                group_argmax_mask(candidates, groups),
             )
     concat = tuple(range(2, 2 + config.space.steps))
     return Genotype(

@@ -6,6 +6,16 @@ Architecture parameters, by name (never mixed up):
 - ``betas_*``   β: A-DARTS activation logits, one row per edge (``factorized`` mode only);
 - ``gammas_*``  γ: PC-DARTS edge-normalisation logits, one per edge. PC-DARTS's own code calls these
   "betas"; here they are γ so they never collide with A-DARTS's β. γ is optimised with α.
+- ``group_logits_<cell>_<group>``: one row per edge over the choices of an operator group (spaces with
+  ``operator_groups``), optimised with α.
+
+Operator groups (A-DARTS's factorisation applied to the operators): α has one column per plain
+operator plus one *family* slot, and the grouped operator with choices (i, j, ...) weighs
+``softmax(α)[family] · Π_g softmax(group_logits_g)[choice_g]``; the weights of the family's members sum
+to the family slot's weight. Every grouped operator is computed, as DARTS computes every operator; the
+factorisation cuts the architecture parameters of the family from Π|g| to 1 + Σ|g| per edge. In
+``non_factorized`` mode the family slot is expanded per activation like any parameterised operator
+(``{conv}_{kernel}@selu`` ...), and every grouped operator is computed once per activation.
 
 Two exact simplifications of DARTS's forward pass, chosen for speed and memory:
 
@@ -37,10 +47,16 @@ from .modes import ActivationMode
 
 @dataclass(frozen=True)
 class Candidate:
-    """One competitor on an edge: an operator and which edge activation feeds it (None: the raw input)."""
+    """One competitor on an edge: an operator and which edge activation feeds it (None: the raw input).
+
+    ``choices``: a grouped operator's choice index in each operator group (empty for a plain operator).
+    ``family``: this is the α slot of the grouped family (``op`` is then the template), not an operator.
+    """
 
     op: str
     activation_index: int | None
+    choices: tuple[int, ...] = ()
+    family: bool = False
 
     @property
     def is_none(self) -> bool:
@@ -93,16 +109,33 @@ class SuperNetConfig:
         return self.partial_channels > 1 if self.edge_normalization is None else self.edge_normalization
 
     def candidates(self) -> list[Candidate]:
-        """The α row of an edge: non-factorised mode expands each parameterised operator per activation."""
+        """The α row of an edge: the plain operators, then the grouped family's slot (spaces with groups).
+        Non-factorised mode expands each parameterised operator, and a parameterised family, per activation."""
         out: list[Candidate] = []
         for op in self.space.operators:
-            if not operation_spec(op).parameterized:
-                out.append(Candidate(op, None))
-            elif self.activation_mode.kind == "non_factorized":
-                out.extend(Candidate(op, k) for k in range(len(self.space.activations)))
-            else:
-                out.append(Candidate(op, 0))
+            out.extend(self._slots(op, operation_spec(op).parameterized, family=False))
+        if self.space.operator_groups:
+            out.extend(self._slots(self.space.operator_template or "", self.space.grouped_parameterized, family=True))
         return out
+
+    def _slots(self, op: str, parameterized: bool, family: bool) -> list[Candidate]:
+        if not parameterized:
+            return [Candidate(op, None, family=family)]
+        if self.activation_mode.kind == "non_factorized":
+            return [Candidate(op, k, family=family) for k in range(len(self.space.activations))]
+        return [Candidate(op, 0, family=family)]
+
+    def edge_candidates(self) -> tuple[list[Candidate], list[int]]:
+        """What an edge computes: each α slot's operator, a family slot replaced by every grouped operator;
+        and the α column of each. Without groups this is ``candidates()`` and 0, 1, 2, ..."""
+        out: list[Candidate] = []
+        slots: list[int] = []
+        grouped = self.space.grouped_operator_choices()
+        for slot, cand in enumerate(self.candidates()):
+            members = [Candidate(op, cand.activation_index, idx) for op, idx in grouped] if cand.family else [cand]
+            out.extend(members)
+            slots.extend([slot] * len(members))
+        return out, slots
 
     def candidate_names(self) -> list[str]:
         acts = self.space.activations
@@ -222,12 +255,13 @@ class MixedEdge(nn.Module):
         if self.k > 1 and stride > 1:
             self.bypass_pool = nn.MaxPool2d(2, 2, ceil_mode=True)
 
-    def forward(self, x: torch.Tensor, alpha_weights: torch.Tensor, beta_weights: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, op_weights: torch.Tensor, beta_weights: torch.Tensor | None) -> torch.Tensor:
+        """``op_weights``: one weight per candidate this edge computes (softmax(α) without operator groups)."""
         if self.k > 1:
             x, bypass = x[:, : self.op_channels], x[:, self.op_channels :]
         activated = self.activation(x, beta_weights) if self.activation is not None else []
         out: torch.Tensor | None = None
-        for i, (w, cand, op) in enumerate(zip(alpha_weights, self.candidates, self.ops, strict=True)):
+        for i, (w, cand, op) in enumerate(zip(op_weights, self.candidates, self.ops, strict=True)):
             if cand.is_none:
                 continue
             inp = x if cand.activation_index is None else activated[cand.activation_index]
@@ -253,7 +287,7 @@ class SearchCell(nn.Module):
         else:
             self.preprocess0 = ReLUConvBN(c_prev_prev, channels, 1, 1, 0, affine=False)
         self.preprocess1 = ReLUConvBN(c_prev, channels, 1, 1, 0, affine=False)
-        candidates = config.candidates()
+        candidates, _ = config.edge_candidates()
         mixture = config.activation_mode.kind == "factorized"
         edges = []
         for node in range(self.steps):
@@ -263,7 +297,7 @@ class SearchCell(nn.Module):
                 edges.append(MixedEdge(channels, stride, candidates, act, config.partial_channels))
         self.edges = nn.ModuleList(edges)
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, alpha_w: torch.Tensor,
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, op_w: torch.Tensor,
                 beta_w: torch.Tensor | None, edge_w: torch.Tensor | None) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         offset = 0
@@ -271,7 +305,7 @@ class SearchCell(nn.Module):
             total: torch.Tensor | None = None
             for j, h in enumerate(states):
                 e = offset + j
-                y = self.edges[e](h, alpha_w[e], None if beta_w is None else beta_w[e])
+                y = self.edges[e](h, op_w[e], None if beta_w is None else beta_w[e])
                 if edge_w is not None:
                     y = edge_w[e] * y
                 total = y if total is None else total + y
@@ -281,7 +315,8 @@ class SearchCell(nn.Module):
 
 
 class SearchNetwork(nn.Module):
-    """DARTS's 8-cell search network (reductions at 1/3 and 2/3 of the depth) with its α, β, γ."""
+    """DARTS's 8-cell search network (reductions at 1/3 and 2/3 of the depth) with its α, β, γ and group
+    logits."""
 
     def __init__(self, config: SuperNetConfig) -> None:
         super().__init__()
@@ -318,11 +353,26 @@ class SearchNetwork(nn.Module):
         if config.use_edge_normalization:
             self.gammas_normal = nn.Parameter(1e-3 * torch.randn(edges))
             self.gammas_reduce = nn.Parameter(1e-3 * torch.randn(edges))
+        # operator groups: created last, so spaces without groups draw exactly the random numbers they did
+        self.group_names = tuple(g for g, _ in config.space.operator_groups)
+        for cell_type in CELL_TYPES:
+            for group, choices in config.space.operator_groups:
+                logits = nn.Parameter(1e-3 * torch.randn(edges, len(choices)))
+                setattr(self, f"group_logits_{cell_type}_{group}", logits)
+        if self.group_names:
+            # edge candidate -> its α column, and its choice per group (+1; column 0 is 1.0 for plain operators)
+            cands, slots = config.edge_candidates()
+            self.register_buffer("_slot_index", torch.tensor(slots), persistent=False)
+            for g, group in enumerate(self.group_names):
+                index = torch.tensor([c.choices[g] + 1 if c.choices else 0 for c in cands])
+                self.register_buffer(f"_choice_index_{group}", index, persistent=False)
 
     # ---- parameter groups: each optimiser gets exactly its own
     def alpha_parameters(self) -> list[nn.Parameter]:
-        """α, plus PC-DARTS's edge-normalisation γ, which is stepped with α as in PC-DARTS."""
+        """α, PC-DARTS's edge-normalisation γ (stepped with α as in PC-DARTS), and the operator-group logits
+        (stepped with α: they split the family's α slot)."""
         names = ["alphas_normal", "alphas_reduce", "gammas_normal", "gammas_reduce"]
+        names += [f"group_logits_{c}_{g}" for c in CELL_TYPES for g in self.group_names]
         return [getattr(self, n) for n in names if hasattr(self, n)]
 
     def beta_parameters(self) -> list[nn.Parameter]:
@@ -346,8 +396,28 @@ class SearchNetwork(nn.Module):
             gamma = torch.cat(parts)
         return alpha, beta, gamma
 
+    def group_weights(self, cell_type: str) -> list[torch.Tensor]:
+        """softmax of each operator group's logits, [edges, choices], in group order (empty without groups)."""
+        return [F.softmax(getattr(self, f"group_logits_{cell_type}_{g}"), dim=-1) for g in self.group_names]
+
+    def candidate_weights(self, alpha: torch.Tensor, groups: Sequence[torch.Tensor]) -> torch.Tensor:
+        """[edges, edge candidates]: a plain candidate's weight is its softmax(α); a grouped operator's is
+        softmax(α)[family slot] · Π_g softmax(group g)[its choice]. Without groups, ``alpha`` itself."""
+        if not groups:
+            return alpha
+        weights = alpha.index_select(1, self._slot_index)
+        for group, w in zip(self.group_names, groups, strict=True):
+            padded = torch.cat([w.new_ones(w.shape[0], 1), w], dim=1)
+            weights = weights * padded.index_select(1, getattr(self, f"_choice_index_{group}"))
+        return weights
+
+    def operator_weights(self, cell_type: str) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """What the cells use: the weight of every edge candidate (see ``candidate_weights``), softmax(β), γ."""
+        alpha, beta, gamma = self.architecture_weights(cell_type)
+        return self.candidate_weights(alpha, self.group_weights(cell_type)), beta, gamma
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weights = {t: self.architecture_weights(t) for t in CELL_TYPES}
+        weights = {t: self.operator_weights(t) for t in CELL_TYPES}
         s0 = s1 = self.stem(x)
         recompute = self.recompute_cells and torch.is_grad_enabled() and _RECOMPUTE.get()
         for cell in self.cells:
