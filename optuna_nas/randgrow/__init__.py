@@ -10,13 +10,16 @@ from .architecture import (
     IncrementInput,
     Layer,
     Skeleton,
+    check_operations,
     grow,
     initial_architecture,
+    random_operation,
     sample_increments,
 )
 from .hull import choose_parent, lower_hull, parent_probabilities
 from .network import RandGrowNetwork, inherit_weights
 from .sampler import Proposal, RandGrowSampler, get_proposal
+from .space import RandGrowSpace, load_randgrow_space
 
 __all__ = [
     "CELL_TYPES",
@@ -29,14 +32,18 @@ __all__ = [
     "Proposal",
     "RandGrowNetwork",
     "RandGrowSampler",
+    "RandGrowSpace",
     "Skeleton",
+    "check_operations",
     "choose_parent",
     "count_parameters",
     "get_proposal",
     "grow",
     "inherit_weights",
     "initial_architecture",
+    "load_randgrow_space",
     "lower_hull",
     "parent_probabilities",
+    "random_operation",
     "sample_increments",
 ]

@@ -30,18 +30,20 @@ cells back 2 falls on the stem (DARTS also feeds the stem to the first cell twic
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
 from ..errors import NasError
+from ..ops import operation_names, operation_spec
 
 FORMAT = "optuna_nas.randgrow"
 VERSION = 1
 INCREMENT_OPERATIONS = ("sep_conv_3x3", "sep_conv_5x5", "max_pool_3x3", "avg_pool_3x3", "skip_connect")
-"""The five input operators of an increment; ``skip_connect`` is the registry's identity (paper: identity)."""
+"""The paper's five input operators of an increment (the default operation set; ``skip_connect`` is the
+registry's identity, the paper's "identity"). A search may use any other set of buildable operators."""
 CELL_TYPES = ("normal", "reduction")
 MAX_CELLS_BACK = 2
 NUM_INPUTS = 3
@@ -51,6 +53,43 @@ SearchMode = Literal["macro", "cell"]
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def increment_operators() -> tuple[str, ...]:
+    """The registered operators an increment input may use, the paper's five first: all but ``none``."""
+    others = (name for name in operation_names() if name not in INCREMENT_OPERATIONS and name != "none")
+    return INCREMENT_OPERATIONS + tuple(others)
+
+
+def check_operation(op: Any) -> str:
+    """``op`` if the network can build it as an increment input, else a :class:`NasError`.
+
+    The network builds inputs with the registry's ``build_operation``, so any operator the registry resolves
+    is accepted (user-registered ones too), except ``none``: an input that is always zero adds nothing.
+    """
+    if op == "none":
+        raise NasError("'none' (the zero operator) cannot be an increment input: it would always add zeros")
+    if isinstance(op, str):
+        try:
+            operation_spec(op)
+            return op
+        except NasError:
+            pass
+    known = ", ".join(increment_operators())
+    raise NasError(f"unknown increment operator {op!r}; known: {known} (and any other operator of optuna_nas.ops)")
+
+
+def check_operations(operations: Iterable[str]) -> tuple[str, ...]:
+    """A non-empty operation set with no repeats (order matters: seeded draws index into it)."""
+    if isinstance(operations, str):
+        raise NasError(f"operations must be a list of operator names, got the string {operations!r}")
+    ops = tuple(check_operation(op) for op in operations)
+    if not ops:
+        raise NasError("the increment operation set is empty")
+    repeated = sorted({op for op in ops if ops.count(op) > 1})
+    if repeated:
+        raise NasError(f"operation(s) listed twice: {', '.join(repeated)}")
+    return ops
 
 
 @dataclass(frozen=True)
@@ -126,9 +165,7 @@ class IncrementInput:
     def __post_init__(self) -> None:
         if not _is_int(self.source):
             raise NasError(f"input source must be an integer, got {self.source!r}")
-        if self.op not in INCREMENT_OPERATIONS:
-            known = ", ".join(INCREMENT_OPERATIONS)
-            raise NasError(f"unknown increment operator {self.op!r}; known: {known}")
+        check_operation(self.op)
 
 
 @dataclass(frozen=True)
@@ -295,12 +332,16 @@ def initial_architecture(
     return Architecture(Skeleton(cells_per_block, channels, in_channels, num_classes))
 
 
-def _sample_op(rng: np.random.RandomState) -> str:
-    return INCREMENT_OPERATIONS[rng.randint(len(INCREMENT_OPERATIONS))]
+def random_operation(rng: np.random.RandomState, operations: Sequence[str] = INCREMENT_OPERATIONS) -> str:
+    """One operator drawn uniformly from ``operations`` (one ``randint`` draw, as before it was configurable)."""
+    return operations[rng.randint(len(operations))]
 
 
 def sample_increments(
-    architecture: Architecture, mode: SearchMode, rng: np.random.RandomState
+    architecture: Architecture,
+    mode: SearchMode,
+    rng: np.random.RandomState,
+    operations: Sequence[str] = INCREMENT_OPERATIONS,
 ) -> list[AnyIncrement]:
     """One growth step's random increments (paper Section 2, "Incremental Model Change").
 
@@ -308,21 +349,25 @@ def sample_increments(
     target's previous layer, ``x_in2`` and ``x_in3`` are drawn with replacement from all earlier layers.
     ``"cell"``: one increment per cell type, so both modes change the network by the same number of
     increments per step; ``x_in1`` is the cell's input, the others 1 or 2 cells back.
+    Each input's operator is drawn uniformly from ``operations`` (default: the paper's five).
     """
+    if not operations:
+        raise NasError("the increment operation set is empty")
     skeleton = architecture.skeleton
     if mode == "macro":
         increments: list[AnyIncrement] = []
         for _ in range(skeleton.num_cells):
             target = int(rng.randint(1, skeleton.num_layers))
             sources = [target - 1] + [int(rng.randint(0, target)) for _ in range(NUM_INPUTS - 1)]
-            increments.append(Increment(target, tuple(IncrementInput(s, _sample_op(rng)) for s in sources)))
+            inputs = tuple(IncrementInput(s, random_operation(rng, operations)) for s in sources)
+            increments.append(Increment(target, inputs))
         return increments
     if mode == "cell":
         return [
             CellIncrement(
                 cell_type,
                 tuple(
-                    IncrementInput(s, _sample_op(rng))
+                    IncrementInput(s, random_operation(rng, operations))
                     for s in [1] + [int(rng.randint(1, MAX_CELLS_BACK + 1)) for _ in range(NUM_INPUTS - 1)]
                 ),
             )

@@ -50,7 +50,15 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from .architecture import Architecture, SearchMode, Skeleton, initial_architecture, sample_increments
+from .architecture import (
+    INCREMENT_OPERATIONS,
+    Architecture,
+    SearchMode,
+    Skeleton,
+    check_operations,
+    initial_architecture,
+    sample_increments,
+)
 from .hull import choose_parent
 
 if TYPE_CHECKING:
@@ -117,6 +125,8 @@ class RandGrowSampler(BaseSampler):
         independent_sampler: samples the ordinary hyperparameters an objective suggests.
         poll_seconds: how often a worker waiting for the initial model looks at the storage again.
         verbose: print one line when a worker starts waiting for the initial model.
+        operations: the operators an increment input draws from, uniformly (default: the paper's five);
+            any operator the network can build, each once.
 
     The study must minimise two objectives, validation error first and cost second.
     """
@@ -129,6 +139,7 @@ class RandGrowSampler(BaseSampler):
         independent_sampler: BaseSampler | None = None,
         poll_seconds: float = 2.0,
         verbose: bool = True,
+        operations: Sequence[str] = INCREMENT_OPERATIONS,
     ) -> None:
         if mode not in ("macro", "cell"):
             raise ValueError(f'unknown RandGrow search mode {mode!r}; known: "macro", "cell"')
@@ -136,6 +147,7 @@ class RandGrowSampler(BaseSampler):
         if self.initial.increments and {i.mode for i in self.initial.increments} != {mode}:
             raise ValueError(f"the initial architecture's increments are not {mode} increments")
         self.mode = mode
+        self.operations = check_operations(operations)
         self._seed = seed
         self._entropy = np.random.RandomState(seed)
         self._independent_sampler = independent_sampler or RandomSampler(seed=seed)
@@ -200,7 +212,8 @@ class RandGrowSampler(BaseSampler):
                 # Grow the stored JSON without rebuilding the parent's (possibly long) increment list: the
                 # draws only need the skeleton, and the objective validates the whole child when it builds it.
                 data = json.loads(_as_json(stored["architecture"]))
-                increments = sample_increments(Architecture(Skeleton(**data["skeleton"])), self.mode, rng)
+                increments = sample_increments(Architecture(Skeleton(**data["skeleton"])), self.mode, rng,
+                                               self.operations)
                 data["increments"] = list(data.get("increments", [])) + [i.to_dict() for i in increments]
                 return Proposal(json.dumps(data), parent.number, len(increments),
                                 int(stored.get("generation", 0)) + 1)

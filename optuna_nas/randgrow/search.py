@@ -19,12 +19,14 @@ from optuna.trial import TrialState
 from ..errors import NasError, TrainingDiverged
 from ..storage import load_or_create_study, study_token
 from ..workers import limit_threads, run_workers, split_evenly
-from .architecture import Architecture, SearchMode
+from .architecture import INCREMENT_OPERATIONS, Architecture, SearchMode, check_operations
 from .hull import lower_hull
 from .objective import RandGrowJob, RandGrowObjective, skeleton_for
 from .sampler import RandGrowSampler
 
 STUDY_ATTR = "randgrow"
+# identity keys added after studies were first stored: a study stored without one was grown with this value
+_IDENTITY_DEFAULTS: dict[str, Any] = {"operations": list(INCREMENT_OPERATIONS)}
 
 
 @dataclass
@@ -39,12 +41,16 @@ class RandGrowSearch:
     n_trials: int = 100
     seed: int = 0
     job: RandGrowJob = field(default_factory=RandGrowJob)
+    operations: tuple[str, ...] = INCREMENT_OPERATIONS  # what increment inputs draw from (a RandGrowSpace's)
+
+    def __post_init__(self) -> None:
+        self.operations = check_operations(self.operations)
 
     def identity(self) -> dict[str, Any]:
         """What a study is tied to: growing it on with other settings would mix incomparable models."""
         return {"mode": self.mode, "cells_per_block": self.cells_per_block, "channels": self.channels,
                 "dataset": self.job.dataset, "cost": self.job.cost, "val_portion": self.job.val_portion,
-                "seed": self.seed}
+                "seed": self.seed, "operations": list(self.operations)}  # a list: stored attrs are JSON
 
     def open(self, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
         return load_or_create_study(self.storage, self.study_name, ["minimize", "minimize"],
@@ -57,7 +63,8 @@ def grow_worker(search: RandGrowSearch, n_trials: int, n_workers: int) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     objective = RandGrowObjective(search.job)
     initial = Architecture(skeleton_for(objective.data, search.cells_per_block, search.channels))
-    sampler = RandGrowSampler(initial, search.mode, seed=search.seed, verbose=search.job.verbose)
+    sampler = RandGrowSampler(initial, search.mode, seed=search.seed, verbose=search.job.verbose,
+                              operations=search.operations)
     study = search.open(sampler)
     before = len(study.get_trials(deepcopy=False))
     # a diverged child is a failed trial, not the end of the search
@@ -71,6 +78,7 @@ def _check_identity(study: optuna.Study, search: RandGrowSearch) -> None:
     if stored is None:
         study.set_user_attr(STUDY_ATTR, search.identity())
         return
+    stored = {**_IDENTITY_DEFAULTS, **stored}
     changed = {k: (stored.get(k), v) for k, v in search.identity().items() if stored.get(k) != v}
     if changed:
         what = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())

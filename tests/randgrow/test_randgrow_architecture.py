@@ -116,8 +116,8 @@ def _json_with(increment: dict) -> str:
     ("text", "message"),
     [
         (
-            _json_with({"mode": "macro", "target": 3, "inputs": [[2, "conv_7x7"]]}),
-            "increment 0: unknown increment operator 'conv_7x7'; known: sep_conv_3x3",
+            _json_with({"mode": "macro", "target": 3, "inputs": [[2, "warp_3x3"]]}),
+            "increment 0: unknown increment operator 'warp_3x3'; known: sep_conv_3x3",
         ),
         (
             _json_with({"mode": "macro", "target": 99, "inputs": [[2, "sep_conv_3x3"]]}),
