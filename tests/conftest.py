@@ -7,6 +7,8 @@ from collections.abc import Iterator
 import pytest
 import torch
 
+pytest_plugins = ("services",)  # tests/services.py: PostgreSQL, Chromium and dashboard fixtures
+
 
 @pytest.fixture(autouse=True)
 def _seed_and_single_thread() -> Iterator[None]:
