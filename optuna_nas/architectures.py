@@ -35,12 +35,27 @@ def load_architecture(name_or_path: str) -> AnyArchitecture:
     return load_genotype(name_or_path)
 
 
-def architecture_of_trial(storage_url: str, study_name: str, number: int) -> AnyArchitecture:
-    """The architecture trial ``number`` of a study found (RandGrow) or derived (DARTS search)."""
+def best_trial_number(study: optuna.Study) -> int:
+    """The trial whose architecture to export by default: the best completed one (for two objectives, the
+    lowest validation error, as RandGrow picks the model to train finally)."""
+    complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                if "duplicate_of" not in t.user_attrs]
+    if not complete:
+        raise NasError(f"study {study.study_name!r} has no completed trial to export")
+    sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    return min(complete, key=lambda t: (sign * t.values[0], t.number)).number
+
+
+def load_study_by_name(storage_url: str, study_name: str) -> optuna.Study:
     try:
-        study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
+        return optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
     except KeyError:
         raise NasError(f"no study {study_name!r} in {storage_url}") from None
+
+
+def architecture_of_trial(storage_url: str, study_name: str, number: int) -> AnyArchitecture:
+    """The architecture trial ``number`` of a study found (RandGrow), derived (DARTS search) or trained."""
+    study = load_study_by_name(storage_url, study_name)
     trials = study.get_trials(deepcopy=False)
     match = [t for t in trials if t.number == number]
     if not match:
@@ -51,6 +66,8 @@ def architecture_of_trial(storage_url: str, study_name: str, number: int) -> Any
         return proposal.architecture
     if "genotype" in trial.user_attrs:
         return Genotype.from_dict(trial.user_attrs["genotype"])
+    if "architecture" in trial.user_attrs:  # a RandGrow model's final training (a JSON string)
+        return Architecture.from_json(trial.user_attrs["architecture"])
     raise NasError(f"trial {number} of {study_name!r} has no architecture (state {trial.state.name})")
 
 

@@ -7,8 +7,10 @@ a RandGrow child on one machine starts from weights its parent saved on another.
 
 from __future__ import annotations
 
+import io
 import json
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.storages import BaseStorage
 
 from .errors import NasError
+from .train import Checkpointer
 
 DEFAULT_ARTIFACT_DIR = Path("optuna-nas-artifacts")
 AnyTrial = optuna.Trial | optuna.trial.FrozenTrial
@@ -72,3 +75,59 @@ def download_state(store: Any, artifact_id: str) -> dict[str, torch.Tensor]:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises several types for truncated or foreign files
             raise NasError(f"artifact {artifact_id} is not a readable state dict ({type(exc).__name__})") from None
+
+
+CHECKPOINT_ATTR = "optuna_nas:checkpoint:"
+
+
+class ArtifactCheckpointer(Checkpointer):
+    """Epoch checkpoints of one run in the artifact store, so a trial retried on another machine resumes.
+
+    The run's latest checkpoint is named by a study system attr keyed by the run (its configuration), not
+    by the trial: a retried trial (a new trial with the same parameters) finds it. Each save writes a new
+    artifact, then points the attr at it, then removes the previous one, so a worker killed mid-write
+    leaves the last good checkpoint in place.
+    """
+
+    def __init__(self, store: Any, study: optuna.Study, key: str) -> None:
+        self.store = store
+        self.study = study
+        self.key = key
+
+    @property
+    def location(self) -> str:
+        return f"the artifact store (run {self.key})"
+
+    def _current(self) -> str | None:
+        attrs = self.study._storage.get_study_system_attrs(self.study._study_id)
+        value = attrs.get(CHECKPOINT_ATTR + self.key)
+        return str(value) if value else None
+
+    def save(self, state: dict[str, Any]) -> None:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        buffer.seek(0)
+        previous = self._current()
+        artifact_id = f"checkpoint-{self.key}-{uuid.uuid4().hex[:12]}"
+        self.store.write(artifact_id, buffer)
+        self.study._storage.set_study_system_attr(self.study._study_id, CHECKPOINT_ATTR + self.key, artifact_id)
+        if previous:
+            try:
+                self.store.remove(previous)
+            except Exception:  # already gone (another worker cleaned up): nothing to keep
+                pass
+
+    def load(self) -> dict[str, Any] | None:
+        artifact_id = self._current()
+        if artifact_id is None:
+            return None
+        try:
+            with self.store.open_reader(artifact_id) as reader:
+                buffer = io.BytesIO(reader.read())
+        except ArtifactNotFound:
+            raise NasError(f"checkpoint {artifact_id} is named by the study but missing from the artifact store; "
+                           "do all workers share the same --artifact-dir?") from None
+        try:
+            return torch.load(buffer, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises several types for truncated or foreign files
+            raise NasError(f"checkpoint {artifact_id} is corrupt ({type(exc).__name__})") from None

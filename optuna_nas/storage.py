@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, TrialState
 
 from .errors import NasError
 
@@ -24,42 +29,114 @@ DEFAULT_STORAGE = "sqlite:///optuna-nas.db"
 DEFAULT_RUN_DIR = Path("optuna-nas-runs")
 
 
-HEARTBEAT_SECONDS = 30
-GRACE_SECONDS = 90
+@dataclass(frozen=True)
+class Heartbeat:
+    """How often a running trial says it is alive, and how long a silent one is given before it is failed
+    and queued again. Optuna's defaults are off; ours are 30 s / 90 s (a trial's epoch may hold the GIL for
+    seconds, so the grace is three beats)."""
+
+    interval: int = 30
+    grace: int = 90
+    max_retry: int = 3
+
+    def __post_init__(self) -> None:
+        if self.interval < 1 or self.grace <= self.interval:
+            raise NasError(f"heartbeat: need interval >= 1 s and grace > interval, got {self.interval}/{self.grace}")
+
+    def retry_callback(self) -> Callable[[optuna.Study, FrozenTrial], None]:
+        # the retried trial keeps params and attrs and, with the learning curve so far, continues
+        # from the run's epoch checkpoint (keyed by its configuration, not by the trial)
+        return RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry, inherit_intermediate_values=True)
 
 
-def open_storage(url: str, heartbeat: bool = False) -> BaseStorage:
+HEARTBEAT_ATTR = "optuna_nas:heartbeat"
+
+
+class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
+    """Optuna's journal storage with the heartbeat protocol of its RDB storage.
+
+    Optuna's journal storage has no heartbeat, so a trial whose worker died would stay RUNNING forever.
+    Here a beat is a trial system attr holding the wall-clock time; a RUNNING trial whose last beat (or
+    start) is older than the grace period is stale. Optuna's own heartbeat thread, ``fail_stale_trials``
+    and retry callback then work unchanged. Machines sharing a journal file need roughly synchronised
+    clocks (NTP), since the beats are their local times.
+    """
+
+    def __init__(self, backend: JournalFileBackend, heartbeat: Heartbeat) -> None:
+        super().__init__(backend)
+        self.heartbeat = heartbeat
+        self._stale_callback = heartbeat.retry_callback()
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        now = time.time()
+        stale = []
+        for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            started = trial.datetime_start.timestamp() if trial.datetime_start else now
+            # a retried trial inherits the dead trial's last beat: its own start counts too
+            last = max(float(trial.system_attrs.get(HEARTBEAT_ATTR, 0.0)), started)
+            if now - last > self.heartbeat.grace:
+                stale.append(trial._trial_id)
+        return stale
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self.heartbeat.interval
+
+    def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
+        return self._stale_callback
+
+
+def open_storage(url: str, heartbeat: bool | Heartbeat = False) -> BaseStorage:
     """An Optuna storage for ``url``; a wrong URL is one clear error, not a traceback.
 
-    ``heartbeat`` (databases only; Optuna's journal storage has none): each running trial beats every
-    30 s; a trial silent for 90 s (its worker died) is marked failed and queued again with the same
-    parameters and system attrs (``RetryHeartbeatStaleTrialCallback``), so it resumes from its checkpoint.
+    ``heartbeat`` (True for the defaults of :class:`Heartbeat`): each running trial beats every interval; a
+    trial silent for the grace period (its worker died) is marked failed and queued again with the same
+    parameters and attrs (``RetryHeartbeatStaleTrialCallback``), so it resumes from its checkpoint.
     """
+    beat = Heartbeat() if heartbeat is True else heartbeat or None
     if url.startswith("journal:"):
         path = url.removeprefix("journal:").removeprefix("//")
         if not path:
             raise NasError("journal storage needs a file: journal:PATH")
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(path))
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            backend = JournalFileBackend(path)
+        except OSError as exc:
+            raise NasError(f"cannot open journal {path}: {exc.strerror}") from None
+        return HeartbeatJournalStorage(backend, beat) if beat else JournalStorage(backend)
     if "://" not in url:
         raise NasError(f"storage {url!r} is not a URL; use sqlite:///FILE.db, postgresql://…, mysql://… "
                        "or journal:PATH")
+    url = _with_installed_driver(url)
     try:
         with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and exactly what we need
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             options: dict[str, Any] = {}
-            if heartbeat:
-                options = {"heartbeat_interval": HEARTBEAT_SECONDS, "grace_period": GRACE_SECONDS,
-                           "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=3)}
+            if beat:
+                options = {"heartbeat_interval": beat.interval, "grace_period": beat.grace,
+                           "heartbeat_stale_trial_callback": beat.retry_callback()}
             return RDBStorage(url, **options)
     except Exception as exc:  # sqlalchemy and drivers raise many types; the user needs one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise NasError(f"cannot open storage {url!r}: {first}") from None
 
 
+def _with_installed_driver(url: str) -> str:
+    """SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3; use psycopg2 when only it is installed."""
+    if not url.startswith("postgresql://"):
+        return url
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
+
+
 def load_or_create_study(storage_url: str, study_name: str, directions: list[str],
                          metric_names: list[str], sampler: optuna.samplers.BaseSampler | None = None,
-                         heartbeat: bool = False) -> optuna.Study:
+                         heartbeat: bool | Heartbeat = False) -> optuna.Study:
     storage = open_storage(storage_url, heartbeat)
     try:
         study = optuna.create_study(storage=storage, study_name=study_name, directions=directions,

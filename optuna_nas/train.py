@@ -74,6 +74,10 @@ class Checkpointer:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
     def save(self, state: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
@@ -145,7 +149,7 @@ class EpochLoop:
             for k, o in self.optimizers.items():
                 o.load_state_dict(saved["optimizers"][k])
         except (KeyError, RuntimeError, ValueError) as exc:
-            raise NasError(f"checkpoint {self.checkpoint.path} does not match this run "  # type: ignore[union-attr]
+            raise NasError(f"checkpoint {self.checkpoint.location} does not match this run "  # type: ignore[union-attr]
                            f"({type(exc).__name__}); delete it or change the run's settings") from None
         if self.scheduler and saved["scheduler"]:
             self.scheduler.load_state_dict(saved["scheduler"])
@@ -153,7 +157,7 @@ class EpochLoop:
         torch.set_rng_state(saved["torch_rng"])
         self.state = LoopState(int(saved["epoch"]), list(saved["history"]))
         if self.verbose:
-            print(f"[{self.desc}] resumed from {self.checkpoint.path} after epoch {self.state.epoch}",  # type: ignore[union-attr]
+            print(f"[{self.desc}] resumed from {self.checkpoint.location} after epoch {self.state.epoch}",  # type: ignore[union-attr]
                   file=sys.stderr)
         return dict(saved.get("extra") or {})
 
