@@ -1,4 +1,4 @@
-"""The ``optuna-nas`` command: search, retrain, info.
+"""The ``optuna-nas`` command: run, search, retrain, report, export, info.
 
 Runs are Optuna trials in a study (``--storage``, ``--study-name``, the same flags as the ``optuna``
 CLI), so ``optuna trials --storage URL --study-name NAME`` and optuna-dashboard show them. Bad input
@@ -18,7 +18,13 @@ from typing import Any
 
 import optuna
 
-from .architectures import architecture_of_trial, load_architecture
+from .architectures import (
+    architecture_of_trial,
+    architecture_to_dict,
+    best_trial_number,
+    load_architecture,
+    load_study_by_name,
+)
 from .artifacts import DEFAULT_ARTIFACT_DIR
 from .darts.search import SearchSettings
 from .errors import NasError
@@ -34,9 +40,13 @@ from .objectives import (
 from .randgrow.architecture import Architecture
 from .randgrow.objective import FINAL_TRAINING, INITIAL_TRAINING, SEARCH_TRAINING, RandGrowJob
 from .randgrow.search import RandGrowSearch, hull_trials, run_randgrow
+from .randgrow.space import RandGrowSpace, load_randgrow_space
+from .report import format_table, save_plots
 from .search_space import load_search_space
-from .storage import DEFAULT_RUN_DIR, DEFAULT_STORAGE, load_or_create_study
-from .train import TrainSettings
+from .storage import DEFAULT_RUN_DIR, DEFAULT_STORAGE, Heartbeat, load_or_create_study
+from .studies import RunOptions, grid_status, run_study, study_name_of
+from .study_file import load_study_file
+from .train import TrainSettings, resolve_device
 
 
 def _positive(kind: type) -> Any:
@@ -80,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--activation-mode", default=None,
                    help="fixed:<act>, factorized, non_factorized or config_a (default: the space's)")
     s.add_argument("--config-a", default=None, help="genotype JSON whose edge activations config_a freezes")
-    s.add_argument("--partial-channels", type=_positive(int), default=1, help="PC-DARTS K (1 = off)")
+    s.add_argument("--partial-channels", type=_positive(int), default=None,
+                   help="PC-DARTS K (1 = off; default: the space's, 4 for pc_darts)")
     s.add_argument("--epochs", type=_positive(int), default=25)
     s.add_argument("--batch-size", type=_positive(int), default=64)
     s.add_argument("--channels", type=_positive(int), default=16)
@@ -104,12 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
     grow.add_argument("--artifact-dir", type=Path, default=DEFAULT_ARTIFACT_DIR,
                       help="Optuna artifact store for model weights (share it between machines)")
     g = grow.add_argument_group("search (defaults: the paper's CIFAR-10 search)")
-    g.add_argument("--mode", choices=["macro", "cell"], default="macro",
-                   help="macro: 3N+2 increments anywhere; cell: one per cell type, replicated")
+    g.add_argument("--space", default=None,
+                   help="RandGrow space file or shipped name (randgrow_macro, randgrow_cell): mode, N, F and the "
+                        "increment operations; --mode, --cells-per-block and --channels override it")
+    g.add_argument("--mode", choices=["macro", "cell"], default=None,
+                   help="macro: 3N+2 increments anywhere; cell: one per cell type, replicated (default macro)")
     g.add_argument("--n-trials", type=_positive(int), default=100, help="completed models the study should have")
     g.add_argument("--n-workers", type=_positive(int), default=1, help="local worker processes (joblib)")
-    g.add_argument("--cells-per-block", type=_positive(int), default=6, help="N of the initial network")
-    g.add_argument("--channels", type=_positive(int), default=32, help="F, initial channels (even)")
+    g.add_argument("--cells-per-block", type=_positive(int), default=None, help="N of the initial network (6)")
+    g.add_argument("--channels", type=_positive(int), default=None, help="F, initial channels, even (32)")
     g.add_argument("--cost", choices=["params", "flops"], default="params", help="second objective")
     g.add_argument("--epochs", type=_positive(int), default=160, help="training epochs of each child")
     g.add_argument("--cycles", type=_positive(int), default=2, help="SGDR cycles within --epochs")
@@ -148,6 +162,37 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--imagenet", action="store_true",
                    help="mobile-setting network, label smoothing 0.1, 5 warm-up epochs (use imagefolder:PATH)")
     r.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    run = sub.add_parser("run", help="run a study file (a paper table, an ablation, a sweep): resumable, many workers")
+    run.add_argument("study_file", help="studies/*.yaml, or a shipped study's name (a_darts_table2, ...)")
+    run.add_argument("--preset", default=None, help="a preset of the file, e.g. tiny (CPU, minutes)")
+    run.add_argument("--storage", default=DEFAULT_STORAGE,
+                     help=f"Optuna storage URL or journal:PATH, shared by all workers ({DEFAULT_STORAGE})")
+    run.add_argument("--study-name", default=None, help="default: the file's name (+ -PRESET)")
+    run.add_argument("--artifact-dir", type=Path, default=DEFAULT_ARTIFACT_DIR,
+                     help="Optuna artifact store for checkpoints, weights, genotypes and cell drawings (share it)")
+    run.add_argument("--n-workers", type=_positive(int), default=1, help="local worker processes (joblib)")
+    run.add_argument("--n-trials", type=_positive(int), default=None,
+                     help="run at most this many new trials (default: until the grid is done)")
+    run.add_argument("--devices", default="auto", help="comma-separated, one per worker in turn (cuda:0,cuda:1)")
+    run.add_argument("--heartbeat-interval", type=_positive(int), default=30, help="seconds between heartbeats")
+    run.add_argument("--grace-period", type=_positive(int), default=90,
+                     help="seconds of silence after which a worker counts as dead and its trial is retried")
+    run.add_argument("--dry-run", action="store_true", help="list the grid's trials and their state; run nothing")
+    run.add_argument("--json", action="store_true", help="with --dry-run: a JSON list, one object per trial")
+    run.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+
+    report = sub.add_parser("report", help="the paper-style table of a study (mean ± std per configuration)")
+    report.add_argument("--storage", default=DEFAULT_STORAGE)
+    report.add_argument("--study-name", required=True)
+    report.add_argument("--format", choices=["markdown", "csv"], default="markdown")
+    report.add_argument("--plots", type=Path, default=None, help="also save PNG plots into this directory")
+
+    export = sub.add_parser("export", help="write a trial's architecture as JSON (retrain and the API read it)")
+    export.add_argument("--storage", default=DEFAULT_STORAGE)
+    export.add_argument("--study-name", required=True)
+    export.add_argument("--trial", type=int, default=None, help="default: the best completed trial")
+    export.add_argument("-o", "--output", type=Path, required=True)
 
     info = sub.add_parser("info", help="parameters and multiply-adds of a genotype, or a space's size")
     info.add_argument("arch", nargs="?", help="built-in genotype name or JSON file")
@@ -195,9 +240,11 @@ def cmd_search_randgrow(args: argparse.Namespace) -> int:
                       val_portion=args.val_portion, search=search_settings, initial=initial_settings,
                       function_preserving=args.function_preserving, seed=args.seed, device=args.device,
                       run_dir=args.run_dir, artifact_dir=args.artifact_dir, verbose=not args.quiet)
-    search = RandGrowSearch(storage=args.storage, study_name=args.study_name, mode=args.mode,
-                            cells_per_block=args.cells_per_block, channels=args.channels, n_trials=args.n_trials,
-                            seed=args.seed, job=job)
+    space = load_randgrow_space(args.space) if args.space else RandGrowSpace("randgrow_macro")
+    search = RandGrowSearch(storage=args.storage, study_name=args.study_name, mode=args.mode or space.mode,
+                            cells_per_block=args.cells_per_block or space.cells_per_block,
+                            channels=args.channels or space.channels, n_trials=args.n_trials, seed=args.seed,
+                            job=job, operations=space.operations)
     study = run_randgrow(search, args.n_workers)
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     print(f"{len(complete)} models trained; the lower convex hull of ({args.cost}, validation error):")
@@ -270,12 +317,67 @@ def _run_one(study: optuna.Study, objective: Any) -> optuna.trial.FrozenTrial:
     return trial
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    spec = load_study_file(args.study_file, args.preset)
+    devices = tuple(d.strip() for d in args.devices.split(",") if d.strip()) or ("auto",)
+    for device in devices:
+        resolve_device(device)  # a missing GPU is one line now, not a failed trial later
+    options = RunOptions(storage=args.storage, artifact_dir=args.artifact_dir, study_name=args.study_name,
+                         n_workers=args.n_workers, n_trials=args.n_trials, devices=devices,
+                         heartbeat=Heartbeat(args.heartbeat_interval, args.grace_period), verbose=not args.quiet)
+    if args.dry_run:
+        if spec.sampler != "grid":
+            raise NasError(f"--dry-run lists a grid; {spec.source} uses the {spec.sampler} sampler")
+        points = grid_status(spec, options)
+        if args.json:
+            print(json.dumps(points))
+        else:
+            done = sum(p["state"] in ("complete", "pruned") for p in points)
+            print(f"{study_name_of(spec, options)}: {len(points)} trials ({len(spec.configurations)} configurations "
+                  f"x {len(spec.seeds)} seeds{' x sweep' if spec.sweep else ''}), {done} done")
+            for p in points:
+                swept = "  ".join(f"{k}={v}" for k, v in p.items() if k not in ("configuration", "seed", "state",
+                                                                                  "trials"))
+                print(f"  {p['configuration']:<20} seed {p['seed']:<3} {p['state']:<9} {swept}")
+        return 0
+    study = run_study(spec, options)
+    print(format_table(study), end="")
+    print(f"see it: optuna-dashboard {args.storage} --artifact-dir {args.artifact_dir}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    study = load_study_by_name(args.storage, args.study_name)
+    print(format_table(study, args.format), end="")
+    if args.plots:
+        for path in save_plots(study, args.plots):
+            print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    study = load_study_by_name(args.storage, args.study_name)
+    number = args.trial if args.trial is not None else best_trial_number(study)
+    architecture = architecture_of_trial(args.storage, args.study_name, number)
+    text = json.dumps(architecture_to_dict(architecture), indent=2)
+    tmp = args.output.with_name(args.output.name + ".tmp")
+    try:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text + "\n", encoding="utf-8")
+        tmp.replace(args.output)  # never a half-written file where the user expects an architecture
+    except OSError as exc:
+        raise NasError(f"cannot write {args.output}: {exc.strerror}") from None
+    print(f"trial {number} of {args.study_name!r} -> {args.output}")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     if args.space:
         space = load_search_space(args.space)
         out: dict[str, Any] = {"space": space.name, "architectures": space.architecture_count(),
                                "per_cell": space.cell_count(), "choices_per_edge": space.choices_per_edge(),
-                               "operators": list(space.operators), "activations": list(space.activations)}
+                               "operators": list(space.all_operators), "activations": list(space.activations),
+                               "arch_params_per_edge": space.architecture_parameters_per_edge()}
         text = f"{space.name}: {float(out['architectures']):.2g} architectures " \
                f"({out['choices_per_edge']} choices per kept edge, {float(out['per_cell']):.3g} per cell type)"
     elif args.arch:
@@ -303,9 +405,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "search":
             return cmd_search_randgrow(args) if args.engine == "randgrow" else cmd_search_darts(args)
-        if args.command == "retrain":
-            return cmd_retrain(args)
-        return cmd_info(args)
+        commands = {"retrain": cmd_retrain, "run": cmd_run, "report": cmd_report, "export": cmd_export}
+        return commands.get(args.command, cmd_info)(args)
     except NasError as exc:
         print(f"optuna-nas: error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,23 @@
+"""Tiny study files on synthetic data, shared by the study tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TINY_SEARCH = {"epochs": 1, "batch_size": 32, "channels": 4, "layers": 3, "amp": False}
+TINY_RETRAIN = {"epochs": 1, "batch_size": 32, "channels": 4, "layers": 3, "drop_path_prob": 0.0, "amp": False}
+
+
+def write_study(directory: Path, name: str, **fields: Any) -> str:
+    """A study file in ``directory``; ``fields`` override a one-row retrain study on synthetic data."""
+    data: dict[str, Any] = {"name": name, "description": f"test study {name}", "objective": "retrain",
+                            "dataset": "synthetic", "retrain": dict(TINY_RETRAIN),
+                            "configurations": [{"name": "darts_v2", "retrain": {"architecture": "DARTS_V2"}}],
+                            "seeds": [0]}
+    data.update(fields)
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(path)

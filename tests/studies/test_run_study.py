@@ -1,0 +1,157 @@
+"""`optuna-nas run` end to end on tiny synthetic studies: search reuse, resume, report, export, optuna CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from conftest import TINY_RETRAIN, TINY_SEARCH, write_study
+from optuna.artifacts import get_all_artifact_meta
+from optuna.trial import TrialState
+
+from optuna_nas import objectives
+from optuna_nas.architectures import load_architecture
+from optuna_nas.cli import main
+from optuna_nas.genotypes import Genotype
+
+ROWS = [
+    {"name": "factorized", "search": {"activation_mode": "factorized"}},
+    {"name": "config_a", "search": {"activation_mode": "config_a", "config_a_from": "factorized"}},
+    {"name": "factorized->relu", "search": {"activation_mode": "factorized"}, "retrain": {"activation": "relu"}},
+]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A search+retrain study of three Table-2 style rows, run once for the tests of this module."""
+    tmp = tmp_path_factory.mktemp("study")
+    path = write_study(tmp, "ablation", objective="search_retrain", space="a_darts", search=dict(TINY_SEARCH),
+                       configurations=ROWS)
+    storage = f"sqlite:///{tmp / 'study.db'}"
+    artifacts = str(tmp / "artifacts")
+    args = ["run", path, "--storage", storage, "--artifact-dir", artifacts, "--quiet"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # module fixtures run before the per-test single-thread fixture
+    try:
+        assert main(args) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return {"path": path, "storage": storage, "artifacts": artifacts, "name": "ablation", "args": json.dumps(args)}
+
+
+def _study(finished: dict[str, str], suffix: str = "") -> optuna.Study:
+    return optuna.load_study(study_name=finished["name"] + suffix, storage=finished["storage"])
+
+
+def test_rows_that_share_a_search_reuse_it(finished: dict[str, str]) -> None:
+    trials = {t.params["configuration"]: t for t in _study(finished).trials}
+    assert set(trials) == {r["name"] for r in ROWS} and all(t.state == TrialState.COMPLETE for t in trials.values())
+    searches = _study(finished, "-searches").get_trials(states=(TrialState.COMPLETE,))
+    assert len(searches) == 2  # factorized once (reused by factorized->relu), config_a once
+    assert trials["factorized->relu"].user_attrs["search_trial"] == trials["factorized"].user_attrs["search_trial"]
+    relu = Genotype.from_dict(trials["factorized->relu"].user_attrs["genotype"])
+    assert {e.effective_activation for e in relu.normal + relu.reduce} - {None} == {"relu"}
+    # Config-A searched with β frozen to the activations the factorized search of the same seed found
+    factorized = next(t for t in searches if t.user_attrs["activation_mode"] == "factorized")
+    config_a = next(t for t in searches if t.user_attrs["activation_mode"] == "config_a")
+    assert config_a.user_attrs["genotype"]["edge_activations"] == factorized.user_attrs["genotype"]["edge_activations"]
+
+
+def test_trials_carry_what_the_dashboard_shows(finished: dict[str, str]) -> None:
+    study = _study(finished)
+    assert study.metric_names == ["test_error"]
+    trial = study.trials[0]
+    for attr in ("genotype", "params", "flops", "search_cpu_hours", "configuration", "test_error"):
+        assert attr in trial.user_attrs
+    assert len(trial.intermediate_values) == TINY_RETRAIN["epochs"]
+    files = {m.filename for m in get_all_artifact_meta(trial, storage=study._storage)}
+    assert {"genotype.json", "cells.png"} <= files
+    from optuna_dashboard import get_note
+
+    assert "test study ablation" in get_note(study)
+
+
+def test_rerun_never_repeats_a_completed_point(finished: dict[str, str], capsys: pytest.CaptureFixture) -> None:
+    before = len(_study(finished).trials)
+    assert main(json.loads(finished["args"])) == 0
+    assert len(_study(finished).trials) == before
+    capsys.readouterr()
+    assert main(["run", finished["path"], "--storage", finished["storage"], "--dry-run", "--json"]) == 0
+    points = json.loads(capsys.readouterr().out)
+    assert len(points) == 3 and {p["state"] for p in points} == {"complete"}
+    assert {"configuration", "seed", "state", "trials"} <= set(points[0])
+
+
+def test_report_and_export(finished: dict[str, str], capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    capsys.readouterr()
+    assert main(["report", "--storage", finished["storage"], "--study-name", "ablation",
+                 "--plots", str(tmp_path / "plots")]) == 0
+    table = capsys.readouterr().out.splitlines()
+    rows = [line for line in table if line.startswith("| ") and "±" in line and "mean" not in line]
+    assert [r.split("|")[1].strip() for r in rows] == [r["name"] for r in ROWS]
+    assert (tmp_path / "plots" / "per_configuration.png").stat().st_size > 1000
+    assert main(["report", "--storage", finished["storage"], "--study-name", "ablation", "--format", "csv"]) == 0
+    csv_lines = capsys.readouterr().out.strip().splitlines()
+    assert csv_lines[0].startswith("configuration,runs,test_error_mean,test_error_std") and len(csv_lines) == 4
+    out = tmp_path / "arch.json"
+    assert main(["export", "--storage", finished["storage"], "--study-name", "ablation", "-o", str(out)]) == 0
+    assert isinstance(load_architecture(str(out)), Genotype)
+    assert main(["export", "--storage", finished["storage"], "--study-name", "nope", "-o", str(out)]) == 2
+
+
+def test_the_optuna_cli_reads_the_study(finished: dict[str, str]) -> None:
+    optuna_cli = Path(sys.executable).with_name("optuna")
+    for command in (["trials"], ["best-trials"], ["studies"]):
+        args = [str(optuna_cli), *command, "--storage", finished["storage"], "--format", "json"]
+        if command != ["studies"]:
+            args += ["--study-name", "ablation"]
+        out = subprocess.run(args, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        rows = json.loads(out.stdout)
+        assert rows, command
+    trials = json.loads(subprocess.run([str(optuna_cli), "trials", "--storage", finished["storage"], "--study-name",
+                                        "ablation", "--format", "json"], capture_output=True, text=True,
+                                       timeout=120).stdout)
+    assert {t["params"]["configuration"] for t in trials} == {r["name"] for r in ROWS}
+
+
+def test_ctrl_c_fails_the_trial_and_the_rerun_resumes_from_its_checkpoint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_study(tmp_path, "interrupt", retrain={**TINY_RETRAIN, "epochs": 2})
+    storage = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    args = ["run", path, "--storage", storage, "--artifact-dir", str(tmp_path / "a"), "--quiet"]
+    real = objectives.report_to_trial
+
+    def interrupt_after_first_epoch(trial: optuna.Trial, metric: str):  # type: ignore[no-untyped-def]
+        report = real(trial, metric)
+
+        def callback(epoch: int, metrics: dict) -> None:
+            report(epoch, metrics)
+            if epoch == 1 and not metrics.get("replayed"):
+                raise KeyboardInterrupt
+
+        return callback
+
+    monkeypatch.setattr(objectives, "report_to_trial", interrupt_after_first_epoch)
+    assert main(args) == 130
+    study = optuna.load_study(study_name="interrupt", storage=storage)
+    assert [t.state for t in study.trials] == [TrialState.FAIL]  # never COMPLETE with a made-up value
+    monkeypatch.setattr(objectives, "report_to_trial", real)
+    assert main(args) == 0
+    trials = optuna.load_study(study_name="interrupt", storage=storage).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[1].user_attrs["resumed_from_epoch"] == 1 and set(trials[1].intermediate_values) == {1, 2}
+
+
+def test_a_changed_study_file_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    path = write_study(tmp_path, "changing")
+    assert main(["run", path, "--storage", storage, "--artifact-dir", str(tmp_path / "a"), "--quiet"]) == 0
+    write_study(tmp_path, "changing", configurations=[{"name": "other", "retrain": {"architecture": "DARTS_V1"}}])
+    assert main(["run", path, "--storage", storage, "--artifact-dir", str(tmp_path / "a"), "--quiet"]) == 2
+    assert len(optuna.load_study(study_name="changing", storage=storage).trials) == 1
