@@ -352,9 +352,14 @@ def study_worker(spec: StudySpec, options: RunOptions, index: int, budget: int |
     objective = StudyObjective(spec, options, study.study_name, device)
     if spec.sampler != "grid":
         target = spec.n_trials or 0
+        remaining = target - len(study.get_trials(deepcopy=False, states=DONE_STATES))
+        if remaining <= 0:
+            return 0
+        # the callback stops every worker once the study has its n_trials, whoever finished them
         callback = optuna.study.MaxTrialsCallback(target, states=DONE_STATES)
         before = len(study.get_trials(deepcopy=False))
-        study.optimize(objective, n_trials=budget, catch=(TrainingDiverged,), callbacks=[callback])
+        study.optimize(objective, n_trials=min(remaining, budget or remaining), catch=(TrainingDiverged,),
+                       callbacks=[callback])
         return len(study.get_trials(deepcopy=False)) - before
     rng = random.Random(f"{os.getpid()}-{index}-{time.time_ns()}")
     ran, waiting_said = 0, False

@@ -198,13 +198,21 @@ def parse_study(data: Any, source: str, preset: str | None = None) -> StudySpec:
     presets = data.get("presets") or {}
     if not isinstance(presets, dict):
         raise _fail(source, "presets", "must be a mapping of preset name to overrides")
+    preset_stages: dict[str, Any] = {}
+    row_overrides: dict[str, Any] = {}
     if preset is not None:
         if preset not in presets:
             raise _fail(source, "presets", f"no preset {preset!r}; this file has: {', '.join(presets) or 'none'}")
         override = presets[preset]
         if not isinstance(override, dict) or {"presets", "name"} & set(override):
             raise _fail(source, f"presets.{preset}", "must be a mapping without 'name' or 'presets'")
+        # a preset's per-row settings: {row name: {stage: {...}}}, applied last (e.g. keep a row's N smaller)
+        row_overrides = override.get("configurations") or {}
+        if not isinstance(row_overrides, dict):
+            raise _fail(source, f"presets.{preset}.configurations", "must map a configuration name to its stages")
+        override = {k: v for k, v in override.items() if k != "configurations"}
         data = _merge(data, override)
+        preset_stages = {stage: override[stage] for stage in STAGE_KEYS if isinstance(override.get(stage), dict)}
     unknown = set(data) - _TOP_KEYS
     if unknown:
         raise _fail(source, sorted(unknown)[0], f"unknown key; allowed: {', '.join(sorted(_TOP_KEYS))}")
@@ -254,8 +262,13 @@ def parse_study(data: Any, source: str, preset: str | None = None) -> StudySpec:
         if extra:
             allowed = ", ".join(sorted(_CONFIG_KEYS))
             raise _fail(source, f"{where}.{sorted(extra)[0]}", f"unknown key; allowed: {allowed}")
-        stages = {stage: {**bases[stage], **_check_stage(raw.get(stage), stage, f"{where}.{stage}", source)}
-                  for stage in STAGE_KEYS}
+        # a preset's stage settings win over the row's own (a tiny preset shrinks every row), and its
+        # per-row settings win over both
+        row_preset = row_overrides.get(raw["name"]) or {}
+        stages = {stage: {**bases[stage], **_check_stage(raw.get(stage), stage, f"{where}.{stage}", source),
+                          **preset_stages.get(stage, {}),
+                          **_check_stage(row_preset.get(stage), stage, f"presets.{preset}.configurations."
+                                         f"{raw['name']}.{stage}", source)} for stage in STAGE_KEYS}
         cfg_space = raw.get("space", space)
         configurations.append(Configuration(raw["name"], stages["search"], stages["retrain"],
                                             {**_RANDGROW_KEYS, **stages["randgrow"]},
@@ -263,6 +276,8 @@ def parse_study(data: Any, source: str, preset: str | None = None) -> StudySpec:
     names = [c.name for c in configurations]
     if len(set(names)) != len(names):
         raise _fail(source, "configurations", "names must be unique")
+    for row in set(row_overrides) - set(names):
+        raise _fail(source, f"presets.{preset}.configurations.{row}", "no configuration of that name")
 
     seeds = data.get("seeds", [0])
     if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):

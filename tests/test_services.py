@@ -7,6 +7,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
 from services import render_dom, serve_dashboard
 
 

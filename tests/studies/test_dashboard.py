@@ -8,10 +8,11 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from conftest import TINY_SEARCH, write_study
-from services import render_dom, serve_dashboard
 
 from optuna_nas.cli import main
+
+from conftest import TINY_SEARCH, write_study
+from services import render_dom, serve_dashboard
 
 
 @pytest.mark.slow

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import TINY_RETRAIN, write_study
 from optuna.trial import TrialState
 
 from optuna_nas.storage import open_storage
+
+from conftest import TINY_RETRAIN, write_study
 
 ROWS = [{"name": "darts_v2", "retrain": {"architecture": "DARTS_V2"}},
         {"name": "darts_v1", "retrain": {"architecture": "DARTS_V1"}}]

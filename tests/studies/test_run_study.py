@@ -10,7 +10,6 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from conftest import TINY_RETRAIN, TINY_SEARCH, write_study
 from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 
@@ -18,6 +17,8 @@ from optuna_nas import objectives
 from optuna_nas.architectures import load_architecture
 from optuna_nas.cli import main
 from optuna_nas.genotypes import Genotype
+
+from conftest import TINY_RETRAIN, TINY_SEARCH, write_study
 
 ROWS = [
     {"name": "factorized", "search": {"activation_mode": "factorized"}},
@@ -155,3 +156,14 @@ def test_a_changed_study_file_is_refused_before_anything_runs(tmp_path: Path) ->
     write_study(tmp_path, "changing", configurations=[{"name": "other", "retrain": {"architecture": "DARTS_V1"}}])
     assert main(["run", path, "--storage", storage, "--artifact-dir", str(tmp_path / "a"), "--quiet"]) == 2
     assert len(optuna.load_study(study_name="changing", storage=storage).trials) == 1
+
+
+def test_a_tpe_hyperparameter_study_stops_at_n_trials(tmp_path: Path) -> None:
+    path = write_study(tmp_path, "lr-search", sampler="tpe", n_trials=3, pruner="median",
+                       sweep={"retrain.lr": {"low": 0.005, "high": 0.1, "log": True}})
+    storage = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    args = ["run", path, "--storage", storage, "--artifact-dir", str(tmp_path / "a"), "--quiet"]
+    assert main(args) == 0 and main(args) == 0  # the rerun finds n_trials done
+    trials = optuna.load_study(study_name="lr-search", storage=storage).trials
+    assert len(trials) == 3 and len({t.params["retrain.lr"] for t in trials}) == 3
+    assert all(0.005 <= t.params["retrain.lr"] <= 0.1 for t in trials)

@@ -97,3 +97,15 @@ def test_presets_merge_into_stages_and_sweeps_multiply_the_grid(tmp_path: Path) 
     grid = spec.grid()
     assert len(grid) == 4 and {p["retrain.lr"] for p in grid} == {0.01, 0.03}
     assert spec.stage(spec.configurations[0], "retrain", grid[1])["lr"] == grid[1]["retrain.lr"]
+
+
+def test_a_preset_shrinks_every_row_and_may_set_single_rows(tmp_path: Path) -> None:
+    data = {**BASE, "configurations": [{"name": "a", "search": {"epochs": 50, "activation_mode": "fixed:relu"}},
+                                       {"name": "b", "search": {"epochs": 50, "activation_mode": "fixed:selu"}}],
+            "presets": {"tiny": {"search": {"epochs": 1}, "configurations": {"b": {"search": {"epochs": 2}}}}}}
+    spec = load_study_file(_write(tmp_path, data), "tiny")
+    assert [c.search["epochs"] for c in spec.configurations] == [1, 2]
+    assert [c.search["epochs"] for c in load_study_file(_write(tmp_path, data)).configurations] == [50, 50]
+    data["presets"]["tiny"]["configurations"] = {"c": {"search": {"epochs": 2}}}
+    with pytest.raises(NasError, match="presets.tiny.configurations.c: no configuration"):
+        load_study_file(_write(tmp_path, data), "tiny")
