@@ -46,7 +46,9 @@ class Heartbeat:
     def retry_callback(self) -> Callable[[optuna.Study, FrozenTrial], None]:
         # the retried trial keeps params and attrs and, with the learning curve so far, continues
         # from the run's epoch checkpoint (keyed by its configuration, not by the trial)
-        return RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry, inherit_intermediate_values=True)
+        with warnings.catch_warnings():  # "experimental" in Optuna, and exactly what a dead worker's trial needs
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry, inherit_intermediate_values=True)
 
 
 HEARTBEAT_ATTR = "optuna_nas:heartbeat"

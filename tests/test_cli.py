@@ -62,14 +62,14 @@ def test_info_json(capsys) -> None:
     (["search", "darts", "--activation-mode", "fixed:gelu9"], "unknown activation 'gelu9'"),
     (["search", "darts", "--layers", "2"], "at least 3 cells"),
     (["search", "darts", "--dataset", "npz:/no/such.npz"], "dataset file not found"),
-    (["search", "darts", "--space", "SPACE"], "unknown operator 'conv_9x9'"),
+    (["search", "darts", "--space", "SPACE"], "unknown operator 'conv_4x4'"),
     (["search", "darts", "--storage", "notaurl"], "is not a URL"),
     (["retrain", "/no/genotype.json"], "no genotype"),
     (["retrain", "DARTS_V2", "--layers", "2"], "at least 3 cells"),
 ])
 def test_bad_input_is_one_line_and_exit_2_and_stores_nothing(tmp_path, args, message) -> None:
     space = tmp_path / "space.yaml"
-    space.write_text("operators: [none, conv_9x9]\n")
+    space.write_text("operators: [none, conv_4x4]\n")
     args = [str(space) if a == "SPACE" else a for a in args]
     if "--storage" not in args:
         args += ["--storage", f"sqlite:///{tmp_path / 'x.db'}"]
