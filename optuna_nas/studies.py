@@ -195,6 +195,8 @@ class StudyObjective:
         if self.searches is None:
             self.searches = load_or_create_study(self.options.storage, f"{self.study_name}-searches", ["maximize"],
                                                  ["val_acc"], heartbeat=self.options.heartbeat)
+            # a shared search is never pruned: rows that reuse it would lose it (Optuna's default prunes)
+            self.searches.pruner = optuna.pruners.NopPruner()
         return self.searches
 
     def ensure_search(self, cfg: Configuration, seed: int, params: dict[str, Any]) -> FrozenTrial:

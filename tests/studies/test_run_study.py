@@ -167,3 +167,16 @@ def test_a_tpe_hyperparameter_study_stops_at_n_trials(tmp_path: Path) -> None:
     trials = optuna.load_study(study_name="lr-search", storage=storage).trials
     assert len(trials) == 3 and len({t.params["retrain.lr"] for t in trials}) == 3
     assert all(0.005 <= t.params["retrain.lr"] <= 0.1 for t in trials)
+
+
+def test_shared_searches_are_never_pruned(tmp_path: Path) -> None:
+    """Optuna's default pruner would prune a search that several rows reuse; the searches study has none."""
+    from optuna_nas.storage import Heartbeat
+    from optuna_nas.studies import RunOptions, StudyObjective
+    from optuna_nas.study_file import load_study_file
+
+    spec = load_study_file(write_study(tmp_path, "pruned", objective="search_retrain", space="darts",
+                                       search=dict(TINY_SEARCH), pruner="median"))
+    options = RunOptions(storage=f"sqlite:///{tmp_path / 'db.sqlite'}", heartbeat=Heartbeat(1, 3))
+    searches = StudyObjective(spec, options, "pruned", "cpu")._searches_study()
+    assert isinstance(searches.pruner, optuna.pruners.NopPruner)
