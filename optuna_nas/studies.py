@@ -39,7 +39,9 @@ from .darts.search import SearchSettings
 from .data import ImageDataset, load_dataset
 from .errors import NasError, TrainingDiverged
 from .genotypes import Genotype
-from .objectives import DartsSearchJob, DartsSearchObjective, RetrainJob, RetrainObjective
+from .objectives import DartsSearchJob, DartsSearchObjective, RetrainJob, RetrainObjective, upload_genotype
+from .randgrow.sampler import get_proposal
+from .randgrow_study import best_grown_model
 from .storage import Heartbeat, load_or_create_study, open_storage, study_token
 from .study_file import Configuration, StudySpec
 from .train import TrainSettings
@@ -98,7 +100,8 @@ def dataset(spec: str, root: str | None) -> ImageDataset:
 # ---------------------------------------------------------------- the trial
 
 
-def _split(stage: dict[str, Any], cls: type, extra: set[str]) -> tuple[Any, dict[str, Any]]:
+def _split(stage: dict[str, Any], cls: type) -> tuple[Any, dict[str, Any]]:
+    """A stage's settings dataclass (``SearchSettings`` / ``TrainSettings``) and the stage's other keys."""
     names = set(cls.__dataclass_fields__)
     settings = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in stage.items() if k in names})
     return settings, {k: v for k, v in stage.items() if k not in names}
@@ -178,7 +181,7 @@ class StudyObjective:
                           config_a: Genotype | None = None) -> DartsSearchObjective:
         stage = self.spec.stage(cfg, "search", params)
         retrain = self.spec.stage(cfg, "retrain", params)
-        settings, extra = _split(stage, SearchSettings, set())
+        settings, extra = _split(stage, SearchSettings)
         settings = replace(settings, seed=seed)
         job = DartsSearchJob(dataset=self.spec.search_dataset, data_root=self.spec.data_root, space=cfg.space,
                              activation_mode=extra.get("activation_mode"),
@@ -263,7 +266,7 @@ class StudyObjective:
     def _retrain(self, trial: optuna.Trial, cfg: Configuration, seed: int, params: dict[str, Any],
                  genotype: Genotype | Any | None) -> float:
         stage = self.spec.stage(cfg, "retrain", params)
-        settings, extra = _split(stage, TrainSettings, set())
+        settings, extra = _split(stage, TrainSettings)
         architecture = genotype if genotype is not None else extra["architecture"]
         job = RetrainJob(architecture=architecture, dataset=self.spec.dataset, data_root=self.spec.data_root,
                          channels=extra.get("channels", 36), layers=extra.get("layers", 20),
@@ -271,17 +274,12 @@ class StudyObjective:
                          activation=extra.get("activation") or None, seed=seed, settings=settings,
                          device=self.device, artifact_dir=self.options.artifact_dir, verbose=self.options.verbose)
         objective = RetrainObjective(job, dataset(self.spec.dataset, self.spec.data_root))
-        if not isinstance(architecture, str):
-            from .objectives import upload_genotype
-
-            if isinstance(objective.architecture, Genotype):
-                upload_genotype(trial, self.options.artifact_dir, objective.architecture)
+        if isinstance(objective.architecture, Genotype):  # as retrained: with the row's activation, if any
+            upload_genotype(trial, self.options.artifact_dir, objective.architecture)
         return objective.train(trial, seed)
 
     # -- RandGrow: grow (shared by rows with the same search), then train the best model as a final model
     def _randgrow(self, trial: optuna.Trial, cfg: Configuration, seed: int, params: dict[str, Any]) -> float:
-        from .randgrow_study import best_grown_model
-
         grow = self.spec.stage(cfg, "randgrow", params)
         best, sub_study = best_grown_model(self, grow)
         trial.set_user_attr("search_study", sub_study.study_name)
@@ -291,10 +289,9 @@ class StudyObjective:
                      if t.duration is not None), 0.0) / 3600.0
         unit = "gpu" if "cuda" in str(best.user_attrs.get("device", self.device)) else "cpu"
         trial.set_user_attr(f"search_{unit}_hours", round(hours, 5))
-        from .randgrow.sampler import get_proposal
-
         proposal = get_proposal(best)
-        assert proposal is not None
+        if proposal is None:
+            raise NasError(f"trial {best.number} of {sub_study.study_name!r} has no RandGrow architecture")
         return self._retrain(trial, cfg, seed, params, proposal.architecture)
 
 
