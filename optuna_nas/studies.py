@@ -41,7 +41,7 @@ from .errors import NasError, TrainingDiverged
 from .genotypes import Genotype
 from .objectives import DartsSearchJob, DartsSearchObjective, RetrainJob, RetrainObjective, upload_genotype
 from .randgrow.sampler import get_proposal
-from .randgrow_study import best_grown_model
+from .randgrow_study import best_grown_model, growth_search
 from .storage import Heartbeat, load_or_create_study, open_storage, study_token
 from .study_file import Configuration, StudySpec
 from .train import TrainSettings
@@ -265,6 +265,13 @@ class StudyObjective:
     # -- retraining
     def _retrain(self, trial: optuna.Trial, cfg: Configuration, seed: int, params: dict[str, Any],
                  genotype: Genotype | Any | None) -> float:
+        objective = self.retrain_objective(cfg, seed, params, genotype)
+        if isinstance(objective.architecture, Genotype):  # as retrained: with the row's activation, if any
+            upload_genotype(trial, self.options.artifact_dir, objective.architecture)
+        return objective.train(trial, seed)
+
+    def retrain_objective(self, cfg: Configuration, seed: int, params: dict[str, Any],
+                          genotype: Genotype | Any | None) -> RetrainObjective:
         stage = self.spec.stage(cfg, "retrain", params)
         settings, extra = _split(stage, TrainSettings)
         architecture = genotype if genotype is not None else extra["architecture"]
@@ -273,10 +280,23 @@ class StudyObjective:
                          imagenet=bool(extra.get("imagenet", False)), auxiliary=bool(extra.get("auxiliary", True)),
                          activation=extra.get("activation") or None, seed=seed, settings=settings,
                          device=self.device, artifact_dir=self.options.artifact_dir, verbose=self.options.verbose)
-        objective = RetrainObjective(job, dataset(self.spec.dataset, self.spec.data_root))
-        if isinstance(objective.architecture, Genotype):  # as retrained: with the row's activation, if any
-            upload_genotype(trial, self.options.artifact_dir, objective.architecture)
-        return objective.train(trial, seed)
+        return RetrainObjective(job, dataset(self.spec.dataset, self.spec.data_root))
+
+    def validate(self) -> None:
+        """Build what every row's trials will build (super-network, architecture, RandGrow space), so an
+        impossible setting is one line now, not a failed trial later. Raises ``NasError`` naming the row."""
+        seed = self.spec.seeds[0]
+        for cfg in self.spec.configurations:
+            try:
+                search = self.spec.stage(cfg, "search", {})
+                if self.spec.objective in ("search", "search_retrain") and not search.get("config_a_from"):
+                    self._search_objective(cfg, seed, {})
+                if self.spec.objective == "retrain":
+                    self.retrain_objective(cfg, seed, {}, None)
+                if self.spec.objective == "randgrow":
+                    growth_search(self, self.spec.stage(cfg, "randgrow", {}))
+            except NasError as exc:
+                raise NasError(f"{self.spec.source}: configurations[{cfg.name}]: {exc}") from None
 
     # -- RandGrow: grow (shared by rows with the same search), then train the best model as a final model
     def _randgrow(self, trial: optuna.Trial, cfg: Configuration, seed: int, params: dict[str, Any]) -> float:
@@ -390,6 +410,7 @@ def prepare_study(spec: StudySpec, options: RunOptions) -> optuna.Study:
     """Validate data and the first configuration, then create (or check) the study, before any worker runs."""
     for name in {spec.dataset, spec.search_dataset}:
         dataset(name, spec.data_root)
+    StudyObjective(spec, options, study_name_of(spec, options), options.devices[0]).validate()
     study = open_study(spec, options, heartbeat=False)
     identity = {"objective": spec.objective, "configurations": [c.name for c in spec.configurations],
                 "sampler": spec.sampler, "sweep": spec.sweep, "preset": spec.preset}

@@ -180,3 +180,19 @@ def test_shared_searches_are_never_pruned(tmp_path: Path) -> None:
     options = RunOptions(storage=f"sqlite:///{tmp_path / 'db.sqlite'}", heartbeat=Heartbeat(1, 3))
     searches = StudyObjective(spec, options, "pruned", "cpu")._searches_study()
     assert isinstance(searches.pruner, optuna.pruners.NopPruner)
+
+
+@pytest.mark.parametrize(("fields", "reason"), [
+    ({"objective": "search_retrain", "space": "pc_darts", "search": {**TINY_SEARCH, "channels": 6},
+      "configurations": [{"name": "pc", "search": {"activation_mode": "fixed:relu"}}]}, "partial-channels 4"),
+    ({"configurations": [{"name": "bad", "retrain": {"architecture": "NO_SUCH_NET"}}]}, "NO_SUCH_NET"),
+    ({"objective": "randgrow", "configurations": [{"name": "g", "randgrow": {"space": "nowhere"}}]}, "nowhere"),
+])
+def test_impossible_rows_fail_before_the_study_exists(tmp_path: Path, fields: dict, reason: str,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    path = write_study(tmp_path, "impossible", **fields)
+    storage = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    assert main(["run", path, "--storage", storage, "--artifact-dir", str(tmp_path / "a"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and path in err and reason in err
+    assert not (tmp_path / "db.sqlite").exists()
