@@ -12,6 +12,9 @@ from typing import Any
 
 import torch
 from joblib import Parallel, delayed
+from joblib.externals.loky.process_executor import TerminatedWorkerError
+
+from .errors import NasError
 
 
 def split_evenly(total: int, parts: int) -> list[int]:
@@ -31,7 +34,12 @@ def run_workers(worker: Callable[..., Any], jobs: Sequence[tuple[Any, ...]], n_w
     Optuna records as failed), otherwise in ``n_workers`` joblib processes."""
     if n_workers <= 1 or len(jobs) <= 1:
         return [worker(*job) for job in jobs]
-    return list(Parallel(n_jobs=min(n_workers, len(jobs)), backend="loky")(delayed(worker)(*job) for job in jobs))
+    try:
+        return list(Parallel(n_jobs=min(n_workers, len(jobs)), backend="loky")(delayed(worker)(*job) for job in jobs))
+    except TerminatedWorkerError as exc:  # killed (OOM killer, SIGKILL): joblib stops the others with it
+        cause = str(exc).splitlines()[-1] if str(exc) else "no exit code"
+        raise NasError(f"a worker process died ({cause.strip()}); its running trial is retried with its "
+                       "checkpoint once its heartbeat goes stale: rerun the same command") from None
 
 
 def limit_threads(n_workers: int) -> None:
