@@ -196,3 +196,12 @@ def test_impossible_rows_fail_before_the_study_exists(tmp_path: Path, fields: di
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and path in err and reason in err
     assert not (tmp_path / "db.sqlite").exists()
+
+
+def test_devices_that_are_not_there_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    path = write_study(tmp_path, "devices")
+    storage = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    assert main(["run", path, "--storage", storage, "--devices", "cpu,cuda:1", "--quiet"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err and not (tmp_path / "db.sqlite").exists()
