@@ -86,22 +86,27 @@ class ArtifactCheckpointer(Checkpointer):
     The run's latest checkpoint is named by a study system attr keyed by the run (its configuration), not
     by the trial: a retried trial (a new trial with the same parameters) finds it. Each save writes a new
     artifact, then points the attr at it, then removes the previous one, so a worker killed mid-write
-    leaves the last good checkpoint in place.
+    leaves the last good checkpoint in place. One run is written by one trial at a time, so the attr is read
+    once per run and then remembered (reading a study's system attrs costs more as the study grows).
+    :func:`discard_checkpoint` removes a finished run's checkpoint.
     """
+
+    _UNREAD = object()
 
     def __init__(self, store: Any, study: optuna.Study, key: str) -> None:
         self.store = store
         self.study = study
         self.key = key
+        self._known: Any = self._UNREAD
 
     @property
     def location(self) -> str:
         return f"the artifact store (run {self.key})"
 
     def _current(self) -> str | None:
-        attrs = self.study._storage.get_study_system_attrs(self.study._study_id)
-        value = attrs.get(CHECKPOINT_ATTR + self.key)
-        return str(value) if value else None
+        if self._known is self._UNREAD:
+            self._known = current_checkpoint(self.study, self.key)
+        return self._known
 
     def save(self, state: dict[str, Any]) -> None:
         buffer = io.BytesIO()
@@ -111,6 +116,7 @@ class ArtifactCheckpointer(Checkpointer):
         artifact_id = f"checkpoint-{self.key}-{uuid.uuid4().hex[:12]}"
         self.store.write(artifact_id, buffer)
         self.study._storage.set_study_system_attr(self.study._study_id, CHECKPOINT_ATTR + self.key, artifact_id)
+        self._known = artifact_id
         if previous:
             try:
                 self.store.remove(previous)
@@ -131,3 +137,22 @@ class ArtifactCheckpointer(Checkpointer):
             return torch.load(buffer, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises several types for truncated or foreign files
             raise NasError(f"checkpoint {artifact_id} is corrupt ({type(exc).__name__})") from None
+
+
+def current_checkpoint(study: optuna.Study, key: str) -> str | None:
+    """The artifact id of run ``key``'s latest checkpoint, or None."""
+    value = study._storage.get_study_system_attrs(study._study_id).get(CHECKPOINT_ATTR + key)
+    return str(value) if value else None
+
+
+def discard_checkpoint(store: Any, study: optuna.Study, key: str) -> None:
+    """Forget and delete a finished run's checkpoint (a completed trial never resumes), so the artifact store
+    holds checkpoints of unfinished runs only."""
+    artifact_id = current_checkpoint(study, key)
+    if artifact_id is None:
+        return
+    study._storage.set_study_system_attr(study._study_id, CHECKPOINT_ATTR + key, "")
+    try:
+        store.remove(artifact_id)
+    except Exception:  # already gone: nothing to delete
+        pass

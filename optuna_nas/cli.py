@@ -62,11 +62,12 @@ def _positive(kind: type) -> Any:
     return parse
 
 
-def _add_common(p: argparse.ArgumentParser, study_default: str) -> None:
+def _add_common(p: argparse.ArgumentParser, study_default: str, run_dir: bool = True) -> None:
     g = p.add_argument_group("study")
     g.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL or journal:PATH ({DEFAULT_STORAGE})")
     g.add_argument("--study-name", default=study_default, help=f"study to add the trial to ({study_default})")
-    g.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR, help="where epoch checkpoints go")
+    if run_dir:  # RandGrow keeps its checkpoints in the artifact store, with the weights
+        g.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR, help="where epoch checkpoints go")
     d = p.add_argument_group("data and device")
     d.add_argument("--dataset", default="digits",
                    help="digits (embedded), cifar10, cifar100, npz:PATH, imagefolder:PATH, synthetic")
@@ -111,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", type=Path, default=None, help="also write the derived genotype JSON here")
 
     grow = engines.add_parser("randgrow", help="RandGrow: grow networks from the (cost, error) hull, many trials")
-    _add_common(grow, "randgrow")
+    _add_common(grow, "randgrow", run_dir=False)
     grow.add_argument("--artifact-dir", type=Path, default=DEFAULT_ARTIFACT_DIR,
                       help="Optuna artifact store for model weights (share it between machines)")
     g = grow.add_argument_group("search (defaults: the paper's CIFAR-10 search)")
@@ -239,7 +240,7 @@ def cmd_search_randgrow(args: argparse.Namespace) -> int:
     job = RandGrowJob(dataset=args.dataset, data_root=args.data_root, download=args.download, cost=args.cost,
                       val_portion=args.val_portion, search=search_settings, initial=initial_settings,
                       function_preserving=args.function_preserving, seed=args.seed, device=args.device,
-                      run_dir=args.run_dir, artifact_dir=args.artifact_dir, verbose=not args.quiet)
+                      artifact_dir=args.artifact_dir, verbose=not args.quiet)
     space = load_randgrow_space(args.space) if args.space else RandGrowSpace("randgrow_macro")
     search = RandGrowSearch(storage=args.storage, study_name=args.study_name, mode=args.mode or space.mode,
                             cells_per_block=args.cells_per_block or space.cells_per_block,

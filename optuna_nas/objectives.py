@@ -65,6 +65,7 @@ def checkpointer_for(trial: optuna.Trial, name: str, run_dir: Path, artifact_dir
     """Where run ``name`` of a trial's study keeps its epoch checkpoint: the shared artifact store when one is
     given (a retried trial on another machine resumes), else a local file under ``run_dir``."""
     if artifact_dir is not None:
+        trial.set_user_attr("checkpoint", name)  # discarded once the trial completes (see studies.py)
         return ArtifactCheckpointer(open_artifact_store(artifact_dir), trial.study, name)
     return Checkpointer(run_dir / trial.study.study_name / f"{name}.pt")
 

@@ -119,6 +119,8 @@ def open_storage(url: str, heartbeat: bool | Heartbeat = False) -> BaseStorage:
             if beat:
                 options = {"heartbeat_interval": beat.interval, "grace_period": beat.grace,
                            "heartbeat_stale_trial_callback": beat.retry_callback()}
+            if url.startswith("sqlite"):  # several worker processes share one file: wait for its lock, don't fail
+                options["engine_kwargs"] = {"connect_args": {"timeout": 60}}
             return RDBStorage(url, **options)
     except Exception as exc:  # sqlalchemy and drivers raise many types; the user needs one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -25,6 +25,7 @@ import random
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from optuna.storages import fail_stale_trials
 from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.trial import FrozenTrial, TrialState
 
-from .artifacts import DEFAULT_ARTIFACT_DIR
+from .artifacts import DEFAULT_ARTIFACT_DIR, discard_checkpoint, open_artifact_store
 from .darts.search import SearchSettings
 from .data import ImageDataset, load_dataset
 from .errors import NasError, TrainingDiverged
@@ -261,6 +262,7 @@ class StudyObjective:
         finally:
             heartbeat.join()
         searches.tell(trial, float(value))
+        discard_checkpoint(open_artifact_store(self.options.artifact_dir), searches, f"search-{key}")
 
     # -- retraining
     def _retrain(self, trial: optuna.Trial, cfg: Configuration, seed: int, params: dict[str, Any],
@@ -362,6 +364,17 @@ def open_study(spec: StudySpec, options: RunOptions, heartbeat: bool = True, see
     return study
 
 
+def discard_finished_checkpoints(artifact_dir: Path) -> Callable[[optuna.Study, FrozenTrial], None]:
+    """A study callback: once a trial completed, its run's epoch checkpoint is no longer needed."""
+    store = open_artifact_store(artifact_dir)
+
+    def callback(study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.state == TrialState.COMPLETE and trial.user_attrs.get("checkpoint"):
+            discard_checkpoint(store, study, trial.user_attrs["checkpoint"])
+
+    return callback
+
+
 def study_worker(spec: StudySpec, options: RunOptions, index: int, budget: int | None, n_workers: int) -> int:
     """One worker: run trials until the grid is done (or ``budget`` trials ran); returns how many it ran."""
     limit_threads(n_workers)
@@ -378,7 +391,7 @@ def study_worker(spec: StudySpec, options: RunOptions, index: int, budget: int |
         callback = optuna.study.MaxTrialsCallback(target, states=DONE_STATES)
         before = len(study.get_trials(deepcopy=False))
         study.optimize(objective, n_trials=min(remaining, budget or remaining), catch=(TrainingDiverged,),
-                       callbacks=[callback])
+                       callbacks=[callback, discard_finished_checkpoints(options.artifact_dir)])
         return len(study.get_trials(deepcopy=False)) - before
     rng = random.Random(f"{os.getpid()}-{index}-{time.time_ns()}")
     ran, waiting_said = 0, False
@@ -401,7 +414,8 @@ def study_worker(spec: StudySpec, options: RunOptions, index: int, budget: int |
             continue
         if not queued:
             study.enqueue_trial(dict(rng.choice(free)))
-        study.optimize(objective, n_trials=1, catch=(TrainingDiverged,))
+        study.optimize(objective, n_trials=1, catch=(TrainingDiverged,),
+                       callbacks=[discard_finished_checkpoints(options.artifact_dir)])
         ran += 1
     return ran
 

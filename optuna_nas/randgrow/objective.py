@@ -31,6 +31,8 @@ import torch
 
 from ..artifacts import (
     DEFAULT_ARTIFACT_DIR,
+    ArtifactCheckpointer,
+    discard_checkpoint,
     download_state,
     find_artifact,
     open_artifact_store,
@@ -40,9 +42,8 @@ from ..artifacts import (
 from ..data import ImageDataset, load_dataset, split_indices
 from ..errors import NasError
 from ..genotypes import network_cost
-from ..storage import DEFAULT_RUN_DIR, run_key, study_token
+from ..storage import run_key, study_token
 from ..train import (
-    Checkpointer,
     TrainSettings,
     resolve_device,
     seed_everything,
@@ -84,7 +85,6 @@ class RandGrowJob:
     function_preserving: bool = False  # new increments start as no-ops (zeroed last BatchNorm)
     seed: int = 0  # fixes the train/validation split of the whole study
     device: str = "auto"
-    run_dir: Path = DEFAULT_RUN_DIR
     artifact_dir: Path = DEFAULT_ARTIFACT_DIR
     verbose: bool = True
 
@@ -136,13 +136,14 @@ class RandGrowObjective:
         for name, value in costs.items():
             trial.set_user_attr(name, value)
         history = train_classifier(net, data, settings, device, generator,
-                                   Checkpointer(job.run_dir / trial.study.study_name / f"grow-{key}.pt"),
+                                   ArtifactCheckpointer(self.store, trial.study, f"grow-{key}"),
                                    [record_val_error(trial)], f"randgrow trial {trial.number}", job.verbose,
                                    train_indices=self.train_idx, eval_split="train", eval_indices=self.val_idx)
 
         val_error = 100.0 - float(history[-1]["val_acc"])
         upload_state(trial, self.store, net.state_dict(), WEIGHTS_FILE)
         upload_json(trial, self.store, proposal.architecture.to_dict(), ARCHITECTURE_FILE)
+        discard_checkpoint(self.store, trial.study, f"grow-{key}")  # the weights are uploaded: done with it
         trial.set_user_attr("val_error", round(val_error, 3))
         return val_error, float(costs[job.cost])
 

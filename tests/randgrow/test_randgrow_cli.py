@@ -19,7 +19,7 @@ TINY = ["--dataset", "synthetic", "--cells-per-block", "1", "--channels", "4", "
 
 
 def _args(tmp_path: Path, storage: str, *extra: str) -> list[str]:
-    return ["search", "randgrow", "--storage", storage, "--study-name", "grow", "--run-dir", str(tmp_path / "runs"),
+    return ["search", "randgrow", "--storage", storage, "--study-name", "grow",
             "--artifact-dir", str(tmp_path / "artifacts"), *TINY, *extra]
 
 

@@ -9,7 +9,7 @@ import optuna
 import pytest
 import torch
 
-from optuna_nas.artifacts import download_state, find_artifact, open_artifact_store
+from optuna_nas.artifacts import ArtifactCheckpointer, download_state, find_artifact, open_artifact_store
 from optuna_nas.data import synthetic_dataset
 from optuna_nas.errors import NasError
 from optuna_nas.randgrow import Architecture, RandGrowSampler, get_proposal
@@ -30,7 +30,7 @@ def _job(tmp_path: Path, **overrides: object) -> RandGrowJob:
     tiny = {"epochs": 1, "batch_size": 16, "channels_last": False}
     job = RandGrowJob(dataset="synthetic", search=replace(SEARCH_TRAINING, cycles=1, **tiny),  # type: ignore[arg-type]
                       initial=replace(INITIAL_TRAINING, **tiny), val_portion=0.25, device="cpu",  # type: ignore[arg-type]
-                      run_dir=tmp_path / "runs", artifact_dir=tmp_path / "artifacts", verbose=False)
+                      artifact_dir=tmp_path / "artifacts", verbose=False)
     return replace(job, **overrides)  # type: ignore[arg-type]
 
 
@@ -43,25 +43,37 @@ def _grow(job: RandGrowJob, n_trials: int, mode: str = "macro") -> tuple[optuna.
     return study, objective
 
 
-def _checkpoint(job: RandGrowJob, study: optuna.Study, number: int) -> dict[str, torch.Tensor]:
-    key = study.trials[number].user_attrs["run_key"]
-    saved = torch.load(job.run_dir / study.study_name / f"grow-{key}.pt", weights_only=True)
-    return saved["modules"]["network"]
+@pytest.fixture(autouse=True)
+def last_checkpoints(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict]:
+    """The last epoch checkpoint each run saved (a completed run's checkpoint is deleted from the store)."""
+    saved: dict[str, dict] = {}
+    real = ArtifactCheckpointer.save
+
+    def save(self: ArtifactCheckpointer, state: dict) -> None:
+        saved[self.key] = state
+        real(self, state)
+
+    monkeypatch.setattr(ArtifactCheckpointer, "save", save)
+    return saved
 
 
-def test_every_model_uploads_its_trained_weights(tmp_path) -> None:
+def _checkpoint(saved: dict[str, dict], study: optuna.Study, number: int) -> dict[str, torch.Tensor]:
+    return saved["grow-" + study.trials[number].user_attrs["run_key"]]["modules"]["network"]
+
+
+def test_every_model_uploads_its_trained_weights(tmp_path, last_checkpoints) -> None:
     job = _job(tmp_path)
     study, _ = _grow(job, 2)
     store = open_artifact_store(job.artifact_dir)
     for trial in study.trials:
         assert trial.state == optuna.trial.TrialState.COMPLETE
         uploaded = download_state(store, find_artifact(trial, study._storage, WEIGHTS_FILE))  # type: ignore[arg-type]
-        trained = _checkpoint(job, study, trial.number)
+        trained = _checkpoint(last_checkpoints, study, trial.number)
         assert uploaded.keys() == trained.keys()
         assert all(torch.equal(uploaded[k], trained[k]) for k in trained)
 
 
-def test_a_child_trains_from_its_parents_weights(tmp_path) -> None:
+def test_a_child_trains_from_its_parents_weights(tmp_path, last_checkpoints) -> None:
     """With a vanishing learning rate the child's inherited convolutions stay its parent's trained ones."""
     still = {"lr": 1e-12, "momentum": 0.0, "weight_decay": 0.0}
     job = _job(tmp_path, function_preserving=True)
@@ -69,7 +81,7 @@ def test_a_child_trains_from_its_parents_weights(tmp_path) -> None:
     study, _ = _grow(job, 2)
     child = get_proposal(study.trials[1])
     assert child is not None and child.parent == 0
-    parent_state, child_state = _checkpoint(job, study, 0), _checkpoint(job, study, 1)
+    parent_state, child_state = _checkpoint(last_checkpoints, study, 0), _checkpoint(last_checkpoints, study, 1)
     inherited = [k for k in parent_state if k.endswith("weight") and parent_state[k].dim() == 4]
     assert inherited and set(parent_state) < set(child_state)
     for key in inherited:
