@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,14 @@ def test_a_preset_shrinks_every_row_and_may_set_single_rows(tmp_path: Path) -> N
     data["presets"]["tiny"]["configurations"] = {"c": {"search": {"epochs": 2}}}
     with pytest.raises(NasError, match="presets.tiny.configurations.c: no configuration"):
         load_study_file(_write(tmp_path, data), "tiny")
+
+
+def test_dry_run_of_table2_lists_42_trials_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from optuna_nas.cli import main
+
+    db = tmp_path / "never.db"
+    assert main(["run", "a_darts_table2", "--dry-run", "--json", "--storage", f"sqlite:///{db}"]) == 0
+    points = json.loads(capsys.readouterr().out)
+    assert len(points) == 42 and len({p["configuration"] for p in points}) == 14
+    assert {p["seed"] for p in points} == {0, 1, 2} and {p["state"] for p in points} == {"pending"}
+    assert not db.exists()
