@@ -7,6 +7,7 @@ a RandGrow child on one machine starts from weights its parent saved on another.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import tempfile
@@ -16,7 +17,7 @@ from typing import Any
 
 import optuna
 import torch
-from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta, upload_artifact
+from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.storages import BaseStorage
 
@@ -64,17 +65,26 @@ def find_artifact(trial: optuna.trial.FrozenTrial, storage: BaseStorage, filenam
 
 def download_state(store: Any, artifact_id: str) -> dict[str, torch.Tensor]:
     """A state dict uploaded by :func:`upload_state`, loaded with ``weights_only=True``."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "state.pt"
-        try:
-            download_artifact(artifact_store=store, file_path=str(path), artifact_id=artifact_id)
-        except ArtifactNotFound:
-            raise NasError(f"artifact {artifact_id} is not in the artifact store; do all workers share "
-                           "the same --artifact-dir?") from None
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises several types for truncated or foreign files
-            raise NasError(f"artifact {artifact_id} is not a readable state dict ({type(exc).__name__})") from None
+    return _read_state(store, artifact_id, f"artifact {artifact_id} is not in the artifact store; do all workers "
+                       "share the same --artifact-dir?", f"artifact {artifact_id} is not a readable state dict")
+
+
+def _read_state(store: Any, artifact_id: str, missing: str, unreadable: str) -> dict[str, Any]:
+    """Tensors and plain data from an artifact (``weights_only=True``); ``missing`` / ``unreadable`` say why not."""
+    try:
+        with store.open_reader(artifact_id) as reader:
+            buffer = io.BytesIO(reader.read())
+    except ArtifactNotFound:
+        raise NasError(missing) from None
+    try:
+        return torch.load(buffer, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated or foreign files
+        raise NasError(f"{unreadable} ({type(exc).__name__})") from None
+
+
+def _remove_quietly(store: Any, artifact_id: str) -> None:
+    with contextlib.suppress(Exception):  # already gone (another worker cleaned up): nothing to delete
+        store.remove(artifact_id)
 
 
 CHECKPOINT_ATTR = "optuna_nas:checkpoint:"
@@ -118,25 +128,15 @@ class ArtifactCheckpointer(Checkpointer):
         self.study._storage.set_study_system_attr(self.study._study_id, CHECKPOINT_ATTR + self.key, artifact_id)
         self._known = artifact_id
         if previous:
-            try:
-                self.store.remove(previous)
-            except Exception:  # already gone (another worker cleaned up): nothing to keep
-                pass
+            _remove_quietly(self.store, previous)
 
     def load(self) -> dict[str, Any] | None:
         artifact_id = self._current()
         if artifact_id is None:
             return None
-        try:
-            with self.store.open_reader(artifact_id) as reader:
-                buffer = io.BytesIO(reader.read())
-        except ArtifactNotFound:
-            raise NasError(f"checkpoint {artifact_id} is named by the study but missing from the artifact store; "
-                           "do all workers share the same --artifact-dir?") from None
-        try:
-            return torch.load(buffer, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises several types for truncated or foreign files
-            raise NasError(f"checkpoint {artifact_id} is corrupt ({type(exc).__name__})") from None
+        return _read_state(self.store, artifact_id, f"checkpoint {artifact_id} is named by the study but missing "
+                           "from the artifact store; do all workers share the same --artifact-dir?",
+                           f"checkpoint {artifact_id} is corrupt")
 
 
 def current_checkpoint(study: optuna.Study, key: str) -> str | None:
@@ -152,7 +152,4 @@ def discard_checkpoint(store: Any, study: optuna.Study, key: str) -> None:
     if artifact_id is None:
         return
     study._storage.set_study_system_attr(study._study_id, CHECKPOINT_ATTR + key, "")
-    try:
-        store.remove(artifact_id)
-    except Exception:  # already gone: nothing to delete
-        pass
+    _remove_quietly(store, artifact_id)
