@@ -1,0 +1,57 @@
+"""Epoch checkpoints and state dicts in Optuna's artifact store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from optuna_nas.artifacts import (
+    ArtifactCheckpointer,
+    current_checkpoint,
+    discard_checkpoint,
+    download_state,
+    open_artifact_store,
+)
+from optuna_nas.errors import NasError
+
+
+def _files(directory: Path) -> list[Path]:
+    return [p for p in directory.rglob("*") if p.is_file()]
+
+
+def test_a_checkpoint_is_replaced_found_by_another_trial_and_discarded(tmp_path: Path) -> None:
+    store = open_artifact_store(tmp_path / "store")
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'db.sqlite'}")
+    first = ArtifactCheckpointer(store, study, "run-a")
+    assert first.load() is None
+    for epoch in (1, 2):
+        first.save({"epoch": epoch, "w": torch.full((2,), float(epoch))})
+    assert len(_files(tmp_path / "store")) == 1  # the previous epoch's artifact is gone
+    # a retried trial (another process) finds the run's checkpoint by its key
+    again = ArtifactCheckpointer(store, optuna.load_study(study_name=study.study_name, storage=study._storage), "run-a")
+    state = again.load()
+    assert state is not None and state["epoch"] == 2 and torch.equal(state["w"], torch.full((2,), 2.0))
+    assert ArtifactCheckpointer(store, study, "run-b").load() is None
+    discard_checkpoint(store, study, "run-a")
+    assert current_checkpoint(study, "run-a") is None and not _files(tmp_path / "store")
+    assert ArtifactCheckpointer(store, study, "run-a").load() is None
+
+
+def test_missing_and_corrupt_artifacts_are_one_clear_error(tmp_path: Path) -> None:
+    store = open_artifact_store(tmp_path / "store")
+    study = optuna.create_study()
+    checkpoint = ArtifactCheckpointer(store, study, "run")
+    checkpoint.save({"epoch": 1})
+    artifact_id = current_checkpoint(study, "run")
+    assert artifact_id is not None
+    (tmp_path / "store" / artifact_id).write_bytes(b"not a checkpoint")
+    with pytest.raises(NasError, match="is corrupt"):
+        ArtifactCheckpointer(store, study, "run").load()
+    (tmp_path / "store" / artifact_id).unlink()
+    with pytest.raises(NasError, match="share the same --artifact-dir"):
+        ArtifactCheckpointer(store, study, "run").load()
+    with pytest.raises(NasError, match="not in the artifact store"):
+        download_state(store, "no-such-artifact")
