@@ -21,6 +21,7 @@ trials of the sibling study ``NAME-searches``, and every trial that needs one re
 from __future__ import annotations
 
 import os
+import platform
 import random
 import sys
 import time
@@ -142,7 +143,7 @@ class StudyObjective:
         if self.spec.sampler != "grid":
             return
         for other in trial.study.get_trials(deepcopy=False):
-            if other.number == trial.number or trial_params(other) != params:
+            if other.number == trial.number or "duplicate_of" in other.user_attrs or trial_params(other) != params:
                 continue
             taken = other.state in DONE_STATES or (
                 other.state in (TrialState.RUNNING, TrialState.WAITING) and other.number < trial.number)
@@ -156,7 +157,7 @@ class StudyObjective:
         cfg = self.spec.configuration(params["configuration"])
         seed = int(params["seed"])
         trial.set_user_attr("configuration", cfg.name)
-        trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
+        trial.set_user_attr("worker", f"{platform.node()}:{os.getpid()}")
         kind = self.spec.objective
         if kind == "search":
             objective = self._search_objective(cfg, seed, params)

@@ -205,3 +205,17 @@ def test_devices_that_are_not_there_are_one_line(tmp_path: Path, capsys: pytest.
     storage = f"sqlite:///{tmp_path / 'db.sqlite'}"
     assert main(["run", path, "--storage", storage, "--devices", "cpu,cuda:1", "--quiet"]) == 2
     assert "CUDA is not available" in capsys.readouterr().err and not (tmp_path / "db.sqlite").exists()
+
+
+def test_a_point_whose_only_trial_gave_way_still_runs(tmp_path: Path) -> None:
+    """A duplicate (PRUNED with duplicate_of) does not count as the point's trial: the point runs once more."""
+    path = write_study(tmp_path, "gave-way")
+    storage = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    study = optuna.create_study(study_name="gave-way", storage=storage)
+    dist = {"configuration": optuna.distributions.CategoricalDistribution(["darts_v2"]),
+            "seed": optuna.distributions.IntDistribution(0, 0)}
+    study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, params={"configuration": "darts_v2", "seed": 0},
+                                              distributions=dist, user_attrs={"duplicate_of": 7}))
+    assert main(["run", path, "--storage", storage, "--artifact-dir", str(tmp_path / "a"), "--quiet"]) == 0
+    states = [t.state for t in optuna.load_study(study_name="gave-way", storage=storage).trials]
+    assert states == [TrialState.PRUNED, TrialState.COMPLETE]
