@@ -29,6 +29,7 @@ cells back 2 falls on the stem (DARTS also feeds the stem to the first cell twic
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -61,6 +62,15 @@ def increment_operators() -> tuple[str, ...]:
     return INCREMENT_OPERATIONS + tuple(others)
 
 
+def _resolvable(op: Any) -> bool:
+    """Whether the registry builds ``op``, including names it registers on demand (``sep_conv_7x7``)."""
+    if not isinstance(op, str):
+        return False
+    with contextlib.suppress(NasError):
+        return operation_spec(op) is not None
+    return False
+
+
 def check_operation(op: Any) -> str:
     """``op`` if the network can build it as an increment input, else a :class:`NasError`.
 
@@ -69,12 +79,8 @@ def check_operation(op: Any) -> str:
     """
     if op == "none":
         raise NasError("'none' (the zero operator) cannot be an increment input: it would always add zeros")
-    if isinstance(op, str):
-        try:
-            operation_spec(op)
-            return op
-        except NasError:
-            pass
+    if _resolvable(op):
+        return op
     known = ", ".join(increment_operators())
     raise NasError(f"unknown increment operator {op!r}; known: {known} (and any other operator of optuna_nas.ops)")
 
