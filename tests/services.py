@@ -156,6 +156,15 @@ def render_dom(chromium: str, url: str, wait_ms: int = 8000) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------- optuna-dashboard
+def _answers(url: str) -> bool:
+    """True once ``url`` answers 200; a server still starting refuses or times out."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 @contextmanager
 def serve_dashboard(storage_url: str, artifact_dir: str | os.PathLike[str] | None = None) -> Iterator[str]:
     """Run optuna-dashboard on ``storage_url`` on a free local port; yields its base URL (``http://127.0.0.1:PORT``,
@@ -171,13 +180,7 @@ def serve_dashboard(storage_url: str, artifact_dir: str | os.PathLike[str] | Non
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 60
-            while True:
-                try:
-                    with urllib.request.urlopen(base + "/api/studies", timeout=5) as response:
-                        if response.status == 200:
-                            break
-                except (urllib.error.URLError, OSError):
-                    pass
+            while not _answers(base + "/api/studies"):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     log.seek(0)
                     output = log.read().decode(errors="replace")[-2000:]
