@@ -57,10 +57,9 @@ def peak_bytes() -> int:
 def build_search(mode: str, batch: int = 64) -> tuple[Any, Any, tuple[Any, ...]]:
     import torch
 
-    from optuna_nas.darts.modes import ActivationMode
+    from optuna_nas.darts.space import A_DARTS_SPACE, DARTS_SPACE, ActivationMode
     from optuna_nas.darts.supernet import SearchNetwork, SuperNetConfig
     from optuna_nas.darts.trilevel import TriLevelOptimizer
-    from optuna_nas.search_space import A_DARTS_SPACE, DARTS_SPACE
 
     torch.manual_seed(0)
     recompute = mode.endswith("+recompute")
@@ -97,8 +96,8 @@ def search_step(opt: Any, data: tuple[Any, ...]) -> tuple[float, float]:
 def build_retrain() -> tuple[Any, Any]:
     import torch
 
+    from optuna_nas.darts.genotypes import BUILTIN_GENOTYPES
     from optuna_nas.darts.model import network_cifar
-    from optuna_nas.genotypes import BUILTIN_GENOTYPES
 
     torch.manual_seed(0)
     net = network_cifar(BUILTIN_GENOTYPES["DARTS_V2"], channels=36, num_classes=10, layers=20, auxiliary=True)

@@ -116,7 +116,7 @@ def growth(dataset: str, n_trials: int, workers: int) -> dict[str, Any]:
         subprocess.run(args, check=True)
         seconds = time.perf_counter() - start
         study = optuna.load_study(study_name="growth", storage=storage)
-        from optuna_nas.randgrow.search import hull_trials
+        from optuna_nas.randgrow.runner import hull_trials
         initial = study.trials[0]
         hull = [{"trial": t.number, "parent": t.user_attrs.get("parent"), "generation": t.user_attrs["generation"],
                  "params": int(t.values[1]), "val_error": t.values[0]} for t in hull_trials(study)]

@@ -22,6 +22,7 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.storages import BaseStorage
 
 from .errors import NasError
+from .storage import set_study_system_attr, study_system_attrs
 from .train import Checkpointer
 
 DEFAULT_ARTIFACT_DIR = Path("optuna-nas-artifacts")
@@ -125,7 +126,7 @@ class ArtifactCheckpointer(Checkpointer):
         previous = self._current()
         artifact_id = f"checkpoint-{self.key}-{uuid.uuid4().hex[:12]}"
         self.store.write(artifact_id, buffer)
-        self.study._storage.set_study_system_attr(self.study._study_id, CHECKPOINT_ATTR + self.key, artifact_id)
+        set_study_system_attr(self.study, CHECKPOINT_ATTR + self.key, artifact_id)
         self._known = artifact_id
         if previous:
             _remove_quietly(self.store, previous)
@@ -141,7 +142,7 @@ class ArtifactCheckpointer(Checkpointer):
 
 def current_checkpoint(study: optuna.Study, key: str) -> str | None:
     """The artifact id of run ``key``'s latest checkpoint, or None."""
-    value = study._storage.get_study_system_attrs(study._study_id).get(CHECKPOINT_ATTR + key)
+    value = study_system_attrs(study).get(CHECKPOINT_ATTR + key)
     return str(value) if value else None
 
 
@@ -151,5 +152,5 @@ def discard_checkpoint(store: Any, study: optuna.Study, key: str) -> None:
     artifact_id = current_checkpoint(study, key)
     if artifact_id is None:
         return
-    study._storage.set_study_system_attr(study._study_id, CHECKPOINT_ATTR + key, "")
+    set_study_system_attr(study, CHECKPOINT_ATTR + key, "")
     _remove_quietly(store, artifact_id)

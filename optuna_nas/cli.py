@@ -1,8 +1,9 @@
-"""The ``optuna-nas`` command: run, search, retrain, report, export, info.
+"""The optuna-nas command: run, search, retrain, report, export, info.
 
-Runs are Optuna trials in a study (``--storage``, ``--study-name``, the same flags as the ``optuna``
-CLI), so ``optuna trials --storage URL --study-name NAME`` and optuna-dashboard show them. Bad input
-prints one line and exits with status 2; an interrupted run exits 130 and resumes when rerun.
+Runs are Optuna trials in a study (``--storage``, ``--study-name``, the same flags as the ``optuna`` CLI),
+so ``optuna trials --storage URL --study-name NAME`` and optuna-dashboard show them. Bad input prints one
+line and exits with status 2; an interrupted run exits 130 and resumes when rerun. Every default shown
+here is read from the settings dataclass that owns it.
 """
 
 from __future__ import annotations
@@ -18,35 +19,35 @@ from typing import Any
 
 import optuna
 
-from .architectures import (
+from . import __version__
+from .artifacts import DEFAULT_ARTIFACT_DIR
+from .cost import count_multiply_adds, count_parameters
+from .darts.genotypes import load_genotype
+from .darts.model import IMAGENET_CHANNELS, IMAGENET_LAYERS, build_network
+from .darts.objective import DartsSearchObjective, SearchJob
+from .darts.search import SearchSettings
+from .darts.space import load_search_space
+from .data import DataSource
+from .errors import NasError
+from .randgrow.runner import GrowthSettings, RandGrowSearch, hull_trials, run_randgrow
+from .report import format_table, save_plots
+from .retrain import (
+    RetrainJob,
+    RetrainObjective,
     architecture_of_trial,
     architecture_to_dict,
     best_trial_number,
     load_architecture,
-    load_study_by_name,
+    paper_training,
 )
-from .artifacts import DEFAULT_ARTIFACT_DIR
-from .darts.search import SearchSettings
-from .errors import NasError
-from .genotypes import count_multiply_adds, count_parameters, load_genotype
-from .objectives import (
-    DartsSearchJob,
-    DartsSearchObjective,
-    RetrainJob,
-    RetrainObjective,
-    build_network,
-    check_categoricals,
-)
-from .randgrow.architecture import Architecture
-from .randgrow.objective import FINAL_TRAINING, INITIAL_TRAINING, SEARCH_TRAINING, RandGrowJob
-from .randgrow.search import RandGrowSearch, hull_trials, run_randgrow
-from .randgrow.space import RandGrowSpace, load_randgrow_space
-from .report import format_table, save_plots
-from .search_space import load_search_space
-from .storage import DEFAULT_RUN_DIR, DEFAULT_STORAGE, Heartbeat, load_or_create_study
-from .studies import RunOptions, grid_status, run_study, study_name_of
-from .study_file import load_study_file
+from .storage import DEFAULT_STORAGE, Heartbeat, load_or_create_study, load_study_by_name
+from .study.runner import RunOptions, grid_status, run_study, study_name_of
+from .study.spec import load_study_file
 from .train import TrainSettings, resolve_device
+from .trials import DEFAULT_RUN_DIR, TrialContext, run_one_trial
+
+SEARCH, SEARCH_SETTINGS, GROWTH, RETRAIN, HEARTBEAT = SearchJob(), SearchSettings(), GrowthSettings(), RetrainJob(), \
+    Heartbeat()
 
 
 def _positive(kind: type) -> Any:
@@ -62,15 +63,24 @@ def _positive(kind: type) -> Any:
     return parse
 
 
+def _add_storage(p: argparse.ArgumentParser, study_default: str | None, required: bool = False) -> None:
+    p.add_argument("--storage", default=DEFAULT_STORAGE,
+                   help=f"Optuna storage URL or journal:PATH (default {DEFAULT_STORAGE})")
+    if required:
+        p.add_argument("--study-name", required=True, help="the study to read")
+    else:
+        p.add_argument("--study-name", default=study_default, help=f"study to add the trial to (default "
+                       f"{study_default})")
+
+
 def _add_common(p: argparse.ArgumentParser, study_default: str, run_dir: bool = True) -> None:
     g = p.add_argument_group("study")
-    g.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL or journal:PATH ({DEFAULT_STORAGE})")
-    g.add_argument("--study-name", default=study_default, help=f"study to add the trial to ({study_default})")
+    _add_storage(g, study_default)  # type: ignore[arg-type]
     if run_dir:  # RandGrow keeps its checkpoints in the artifact store, with the weights
         g.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR, help="where epoch checkpoints go")
     d = p.add_argument_group("data and device")
-    d.add_argument("--dataset", default="digits",
-                   help="digits (embedded), cifar10, cifar100, npz:PATH, imagefolder:PATH, synthetic")
+    d.add_argument("--dataset", default=DataSource().spec,
+                   help="digits (embedded, default), cifar10, cifar100, npz:PATH, imagefolder:PATH, synthetic")
     d.add_argument("--data-root", default=None, help="where torchvision datasets live")
     d.add_argument("--download", action="store_true", help="download cifar10/cifar100 if missing")
     d.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
@@ -78,65 +88,71 @@ def _add_common(p: argparse.ArgumentParser, study_default: str, run_dir: bool = 
     d.add_argument("--quiet", action="store_true", help="no per-epoch lines")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="optuna-nas", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    search = sub.add_parser("search", help="run one architecture search as one Optuna trial")
-    engines = search.add_subparsers(dest="engine", required=True)
+def _add_search_darts(engines: Any) -> None:
     darts = engines.add_parser("darts", help="DARTS / A-DARTS / PC-DARTS search (Algorithm 1)")
     _add_common(darts, "darts-search")
-    s = darts.add_argument_group("search")
-    s.add_argument("--space", default="a_darts", help="search-space YAML file or shipped name (a_darts)")
+    s = darts.add_argument_group("search (defaults: A-DARTS's CIFAR-10 search)")
+    s.add_argument("--space", default=SEARCH.space, help=f"search-space YAML file or shipped name ({SEARCH.space})")
     s.add_argument("--activation-mode", default=None,
                    help="fixed:<act>, factorized, non_factorized or config_a (default: the space's)")
     s.add_argument("--config-a", default=None, help="genotype JSON whose edge activations config_a freezes")
     s.add_argument("--partial-channels", type=_positive(int), default=None,
                    help="PC-DARTS K (1 = off; default: the space's, 4 for pc_darts)")
-    s.add_argument("--epochs", type=_positive(int), default=25)
-    s.add_argument("--batch-size", type=_positive(int), default=64)
-    s.add_argument("--channels", type=_positive(int), default=16)
-    s.add_argument("--layers", type=_positive(int), default=8)
-    s.add_argument("--lr", type=_positive(float), default=0.05)
-    s.add_argument("--arch-lr", type=_positive(float), default=6e-4)
-    s.add_argument("--lr-min", type=float, default=0.001, help="end of ω's cosine schedule")
-    s.add_argument("--weight-decay", type=float, default=3e-4)
-    s.add_argument("--train-portion", type=float, default=0.5, help="share of the training set for ω")
+    s.add_argument("--epochs", type=_positive(int), default=SEARCH_SETTINGS.epochs)
+    s.add_argument("--batch-size", type=_positive(int), default=SEARCH_SETTINGS.batch_size)
+    s.add_argument("--channels", type=_positive(int), default=SEARCH.channels)
+    s.add_argument("--layers", type=_positive(int), default=SEARCH.layers)
+    s.add_argument("--lr", type=_positive(float), default=SEARCH_SETTINGS.lr)
+    s.add_argument("--arch-lr", type=_positive(float), default=SEARCH_SETTINGS.arch_lr)
+    s.add_argument("--lr-min", type=float, default=SEARCH_SETTINGS.lr_min, help="end of ω's cosine schedule")
+    s.add_argument("--weight-decay", type=float, default=SEARCH_SETTINGS.weight_decay)
+    s.add_argument("--train-portion", type=float, default=SEARCH_SETTINGS.train_portion,
+                   help="share of the training set for ω")
     s.add_argument("--val-portion", type=float, default=None, help="share for α, β (default: the rest)")
-    s.add_argument("--warmup-epochs", type=int, default=0, help="epochs that train ω only (PC-DARTS: 15)")
+    s.add_argument("--warmup-epochs", type=int, default=SEARCH_SETTINGS.warmup_epochs,
+                   help="epochs that train ω only (PC-DARTS: 15)")
     s.add_argument("--recompute-cells", action="store_true",
                    help="save most activation memory for about one extra forward pass per step")
     s.add_argument("--unrolled", action="store_true", help="DARTS second-order architecture gradient")
-    s.add_argument("--beta-pass", choices=["shared", "separate"], default="shared",
+    s.add_argument("--beta-pass", choices=["shared", "separate"], default=SEARCH_SETTINGS.beta_pass,
                    help="separate: a second validation pass for β, exactly as Algorithm 1")
     s.add_argument("--output", type=Path, default=None, help="also write the derived genotype JSON here")
 
+
+def _add_search_randgrow(engines: Any) -> None:
     grow = engines.add_parser("randgrow", help="RandGrow: grow networks from the (cost, error) hull, many trials")
     _add_common(grow, "randgrow", run_dir=False)
     grow.add_argument("--artifact-dir", type=Path, default=DEFAULT_ARTIFACT_DIR,
                       help="Optuna artifact store for model weights (share it between machines)")
     g = grow.add_argument_group("search (defaults: the paper's CIFAR-10 search)")
-    g.add_argument("--space", default=None,
+    g.add_argument("--space", default=GROWTH.space,
                    help="RandGrow space file or shipped name (randgrow_macro, randgrow_cell): mode, N, F and the "
                         "increment operations; --mode, --cells-per-block and --channels override it")
     g.add_argument("--mode", choices=["macro", "cell"], default=None,
-                   help="macro: 3N+2 increments anywhere; cell: one per cell type, replicated (default macro)")
-    g.add_argument("--n-trials", type=_positive(int), default=100, help="completed models the study should have")
+                   help="macro: 3N+2 increments anywhere; cell: one per cell type, replicated (default: the "
+                        "space's)")
+    g.add_argument("--n-trials", type=_positive(int), default=GROWTH.n_models,
+                   help="completed models the study should have")
     g.add_argument("--n-workers", type=_positive(int), default=1, help="local worker processes (joblib)")
-    g.add_argument("--cells-per-block", type=_positive(int), default=None, help="N of the initial network (6)")
-    g.add_argument("--channels", type=_positive(int), default=None, help="F, initial channels, even (32)")
-    g.add_argument("--cost", choices=["params", "flops"], default="params", help="second objective")
-    g.add_argument("--epochs", type=_positive(int), default=160, help="training epochs of each child")
-    g.add_argument("--cycles", type=_positive(int), default=2, help="SGDR cycles within --epochs")
-    g.add_argument("--initial-epochs", type=_positive(int), default=600,
+    g.add_argument("--cells-per-block", type=_positive(int), default=None, help="N of the initial network "
+                   "(default: the space's, 6)")
+    g.add_argument("--channels", type=_positive(int), default=None, help="F, initial channels, even (default: the "
+                   "space's, 32)")
+    g.add_argument("--cost", choices=["params", "flops"], default=GROWTH.cost, help="second objective")
+    g.add_argument("--epochs", type=_positive(int), default=GROWTH.epochs, help="training epochs of each child")
+    g.add_argument("--cycles", type=_positive(int), default=GROWTH.cycles, help="SGDR cycles within --epochs")
+    g.add_argument("--initial-epochs", type=_positive(int), default=GROWTH.initial_epochs,
                    help="the initial model is trained as a final model: one cosine cycle this long")
-    g.add_argument("--batch-size", type=_positive(int), default=32)
-    g.add_argument("--lr", type=_positive(float), default=0.025)
-    g.add_argument("--val-portion", type=float, default=0.1, help="share of the training set held out")
+    g.add_argument("--batch-size", type=_positive(int), default=GROWTH.batch_size)
+    g.add_argument("--lr", type=_positive(float), default=GROWTH.lr)
+    g.add_argument("--val-portion", type=float, default=GROWTH.val_portion,
+                   help="share of the training set held out")
     g.add_argument("--function-preserving", action="store_true",
                    help="new increments start as no-ops, so a child starts as its parent's function")
     g.add_argument("--no-cutout", action="store_true")
 
+
+def _add_retrain(sub: Any) -> None:
     retrain = sub.add_parser("retrain", help="train an architecture from scratch, one Optuna trial per run")
     retrain.add_argument("arch", nargs="?",
                          help="built-in genotype (DARTS_V1, DARTS_V2, PC_DARTS), a genotype JSON or a RandGrow JSON")
@@ -145,30 +161,34 @@ def build_parser() -> argparse.ArgumentParser:
                          help="retrain this trial's architecture, read from --study-name (instead of ARCH)")
     retrain.add_argument("--retrain-study", default=None,
                          help="study for the retraining trials (default: --study-name, or NAME-retrain with --trial)")
-    r = retrain.add_argument_group("training (defaults: A-DARTS for genotypes, RandGrow's final training for "
+    r = retrain.add_argument_group("training (defaults: A-DARTS's for genotypes, RandGrow's final training for "
                                    "RandGrow architectures)")
     r.add_argument("--runs", type=_positive(int), default=1,
                    help="independent runs (seeds SEED, SEED+1, ...); prints mean ± std of the test error")
-    r.add_argument("--epochs", type=_positive(int), default=600)
+    r.add_argument("--epochs", type=_positive(int), default=None, help="600 (CIFAR-10) or 250 (ImageNet)")
     r.add_argument("--batch-size", type=_positive(int), default=None, help="128 (A-DARTS) or 32 (RandGrow)")
-    r.add_argument("--channels", type=_positive(int), default=36, help="DARTS networks only")
-    r.add_argument("--layers", type=_positive(int), default=20, help="DARTS networks only")
+    r.add_argument("--channels", type=_positive(int), default=None,
+                   help=f"DARTS networks only (default {RETRAIN.channels}, {IMAGENET_CHANNELS} with --imagenet)")
+    r.add_argument("--layers", type=_positive(int), default=None,
+                   help=f"DARTS networks only (default {RETRAIN.layers}, {IMAGENET_LAYERS} with --imagenet)")
     r.add_argument("--lr", type=_positive(float), default=None, help="0.03 (A-DARTS) or 0.025 (RandGrow)")
     r.add_argument("--activation", default=None, help="replace every edge's activation (e.g. relu, selu)")
     r.add_argument("--drop-path", type=float, default=None,
                    help="final drop-path rate, 0 turns it off: 0.4 (A-DARTS) or 0.2 (RandGrow)")
-    r.add_argument("--auxiliary-weight", type=float, default=0.4)
+    r.add_argument("--auxiliary-weight", type=float, default=None, help="0.4 (A-DARTS CIFAR), 0.2 (ImageNet)")
     r.add_argument("--no-auxiliary", action="store_true")
     r.add_argument("--no-cutout", action="store_true")
     r.add_argument("--imagenet", action="store_true",
-                   help="mobile-setting network, label smoothing 0.1, 5 warm-up epochs (use imagefolder:PATH)")
+                   help="the ImageNet mobile-setting network and A-DARTS's ImageNet training (use imagefolder:PATH)")
     r.add_argument("--json", action="store_true", help="print the result as JSON")
 
+
+def _add_run(sub: Any) -> None:
     run = sub.add_parser("run", help="run a study file (a paper table, an ablation, a sweep): resumable, many workers")
-    run.add_argument("study_file", help="studies/*.yaml, or a shipped study's name (a_darts_table2, ...)")
+    run.add_argument("study_file", help="a study YAML file, or a shipped study's name (a_darts_table2, ...)")
     run.add_argument("--preset", default=None, help="a preset of the file, e.g. tiny (CPU, minutes)")
     run.add_argument("--storage", default=DEFAULT_STORAGE,
-                     help=f"Optuna storage URL or journal:PATH, shared by all workers ({DEFAULT_STORAGE})")
+                     help=f"Optuna storage URL or journal:PATH, shared by all workers (default {DEFAULT_STORAGE})")
     run.add_argument("--study-name", default=None, help="default: the file's name (+ -PRESET)")
     run.add_argument("--artifact-dir", type=Path, default=DEFAULT_ARTIFACT_DIR,
                      help="Optuna artifact store for checkpoints, weights, genotypes and cell drawings (share it)")
@@ -176,30 +196,45 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--n-trials", type=_positive(int), default=None,
                      help="run at most this many new trials (default: until the grid is done)")
     run.add_argument("--devices", default="auto", help="comma-separated, one per worker in turn (cuda:0,cuda:1)")
-    run.add_argument("--heartbeat-interval", type=_positive(int), default=30, help="seconds between heartbeats")
-    run.add_argument("--grace-period", type=_positive(int), default=90,
+    run.add_argument("--heartbeat-interval", type=_positive(int), default=HEARTBEAT.interval,
+                     help="seconds between heartbeats")
+    run.add_argument("--grace-period", type=_positive(int), default=HEARTBEAT.grace,
                      help="seconds of silence after which a worker counts as dead and its trial is retried")
     run.add_argument("--dry-run", action="store_true", help="list the grid's trials and their state; run nothing")
     run.add_argument("--json", action="store_true", help="with --dry-run: a JSON list, one object per trial")
     run.add_argument("--quiet", action="store_true", help="no per-epoch lines")
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="optuna-nas", description="Neural architecture search (A-DARTS, DARTS, "
+                                     "PC-DARTS, RandGrow) as Optuna studies: run, search, retrain, report, export, "
+                                     "info.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    search = sub.add_parser("search", help="run one architecture search as one Optuna trial")
+    engines = search.add_subparsers(dest="engine", required=True)
+    _add_search_darts(engines)
+    _add_search_randgrow(engines)
+    _add_retrain(sub)
+    _add_run(sub)
+
     report = sub.add_parser("report", help="the paper-style table of a study (mean ± std per configuration)")
-    report.add_argument("--storage", default=DEFAULT_STORAGE)
-    report.add_argument("--study-name", required=True)
-    report.add_argument("--format", choices=["markdown", "csv"], default="markdown")
+    _add_storage(report, None, required=True)
+    report.add_argument("--format", choices=["markdown", "csv"], default="markdown",
+                        help="markdown (paper style, mean ± std) or csv (one number per cell)")
     report.add_argument("--plots", type=Path, default=None, help="also save PNG plots into this directory")
 
     export = sub.add_parser("export", help="write a trial's architecture as JSON (retrain and the API read it)")
-    export.add_argument("--storage", default=DEFAULT_STORAGE)
-    export.add_argument("--study-name", required=True)
-    export.add_argument("--trial", type=int, default=None, help="default: the best completed trial")
-    export.add_argument("-o", "--output", type=Path, required=True)
+    _add_storage(export, None, required=True)
+    export.add_argument("--trial", type=int, default=None, help="trial number (default: the best completed trial)")
+    export.add_argument("-o", "--output", type=Path, required=True, help="the JSON file to write")
 
     info = sub.add_parser("info", help="parameters and multiply-adds of a genotype, or a space's size")
     info.add_argument("arch", nargs="?", help="built-in genotype name or JSON file")
-    info.add_argument("--space", default=None, help="search-space YAML file: print its size")
-    info.add_argument("--channels", type=_positive(int), default=36)
-    info.add_argument("--layers", type=_positive(int), default=20)
+    info.add_argument("--space", default=None, help="search-space YAML file or shipped name: print its size")
+    info.add_argument("--channels", type=_positive(int), default=RETRAIN.channels)
+    info.add_argument("--layers", type=_positive(int), default=RETRAIN.layers)
     info.add_argument("--num-classes", type=_positive(int), default=10)
     info.add_argument("--in-channels", type=_positive(int), default=3)
     info.add_argument("--image-size", type=_positive(int), default=None, help="32 (CIFAR) or 224 (ImageNet)")
@@ -209,19 +244,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _data(args: argparse.Namespace) -> DataSource:
+    return DataSource(args.dataset, args.data_root, args.download)
+
+
+def _context(args: argparse.Namespace, artifact_dir: Path | None = None) -> TrialContext:
+    return TrialContext(device=args.device, run_dir=getattr(args, "run_dir", DEFAULT_RUN_DIR),
+                        artifact_dir=artifact_dir, verbose=not args.quiet)
+
+
 def cmd_search_darts(args: argparse.Namespace) -> int:
     settings = SearchSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_min=args.lr_min,
                               weight_decay=args.weight_decay, arch_lr=args.arch_lr, unrolled=args.unrolled,
                               beta_pass=args.beta_pass, train_portion=args.train_portion,
                               val_portion=args.val_portion, warmup_epochs=args.warmup_epochs, seed=args.seed)
-    job = DartsSearchJob(dataset=args.dataset, data_root=args.data_root, download=args.download, space=args.space,
-                         activation_mode=args.activation_mode, config_a_genotype=args.config_a,
-                         partial_channels=args.partial_channels, recompute_cells=args.recompute_cells,
-                         channels=args.channels, layers=args.layers,
-                         settings=settings, device=args.device, run_dir=args.run_dir, verbose=not args.quiet)
-    objective = DartsSearchObjective(job)  # validates space, mode and data before touching storage
+    job = SearchJob(space=args.space, activation_mode=args.activation_mode, config_a_genotype=args.config_a,
+                    partial_channels=args.partial_channels, recompute_cells=args.recompute_cells,
+                    channels=args.channels, layers=args.layers, settings=settings)
+    # space, mode and data are validated before storage is touched
+    objective = DartsSearchObjective(job, _data(args).load(), _context(args))
     study = load_or_create_study(args.storage, args.study_name, ["maximize"], ["val_acc"])
-    trial = _run_one(study, objective)
+    trial = run_one_trial(study, objective)
     genotype = trial.user_attrs["genotype"]
     if args.output:
         args.output.write_text(json.dumps({"genotype": genotype}, indent=2))
@@ -233,19 +276,13 @@ def cmd_search_darts(args: argparse.Namespace) -> int:
 
 
 def cmd_search_randgrow(args: argparse.Namespace) -> int:
-    search_settings = replace(SEARCH_TRAINING, epochs=args.epochs, cycles=args.cycles, batch_size=args.batch_size,
-                              lr=args.lr, cutout=not args.no_cutout)
-    initial_settings = replace(INITIAL_TRAINING, epochs=args.initial_epochs, batch_size=args.batch_size, lr=args.lr,
-                               cutout=not args.no_cutout)
-    job = RandGrowJob(dataset=args.dataset, data_root=args.data_root, download=args.download, cost=args.cost,
-                      val_portion=args.val_portion, search=search_settings, initial=initial_settings,
-                      function_preserving=args.function_preserving, seed=args.seed, device=args.device,
-                      artifact_dir=args.artifact_dir, verbose=not args.quiet)
-    space = load_randgrow_space(args.space) if args.space else RandGrowSpace("randgrow_macro")
-    search = RandGrowSearch(storage=args.storage, study_name=args.study_name, mode=args.mode or space.mode,
-                            cells_per_block=args.cells_per_block or space.cells_per_block,
-                            channels=args.channels or space.channels, n_trials=args.n_trials, seed=args.seed,
-                            job=job, operations=space.operations)
+    settings = GrowthSettings(space=args.space, mode=args.mode, cells_per_block=args.cells_per_block,
+                              channels=args.channels, n_models=args.n_trials, cost=args.cost,
+                              val_portion=args.val_portion, seed=args.seed, epochs=args.epochs, cycles=args.cycles,
+                              initial_epochs=args.initial_epochs, batch_size=args.batch_size, lr=args.lr,
+                              function_preserving=args.function_preserving, cutout=not args.no_cutout)
+    search = RandGrowSearch.from_settings(args.storage, args.study_name, settings, _data(args),
+                                          _context(args, args.artifact_dir))
     study = run_randgrow(search, args.n_workers)
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     print(f"{len(complete)} models trained; the lower convex hull of ({args.cost}, validation error):")
@@ -260,17 +297,16 @@ def cmd_search_randgrow(args: argparse.Namespace) -> int:
     return 0
 
 
-def _retrain_settings(args: argparse.Namespace, randgrow: bool) -> TrainSettings:
-    if randgrow:
-        base = replace(FINAL_TRAINING, epochs=args.epochs, cutout=not args.no_cutout)
-    else:
-        imagenet = args.imagenet
-        base = TrainSettings(epochs=args.epochs, auxiliary_weight=args.auxiliary_weight, cutout=not args.no_cutout,
-                             label_smoothing=0.1 if imagenet else 0.0,
-                             warmup_epochs=5 if imagenet and args.epochs > 5 else 0,
-                             weight_decay=3e-5 if imagenet else 3e-4)
-    chosen = {"batch_size": args.batch_size, "lr": args.lr, "drop_path_prob": args.drop_path}
-    return replace(base, **{k: v for k, v in chosen.items() if v is not None})
+def _retrain_settings(args: argparse.Namespace, base: TrainSettings) -> TrainSettings:
+    """The published training of the architecture, with what the command line sets."""
+    chosen = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "drop_path_prob": args.drop_path,
+              "auxiliary_weight": args.auxiliary_weight}
+    if args.no_cutout:
+        chosen["cutout"] = False
+    settings = replace(base, **{k: v for k, v in chosen.items() if v is not None})
+    if settings.warmup_epochs >= settings.epochs:  # a short run keeps no warm-up (ImageNet's is 5 epochs)
+        settings = replace(settings, warmup_epochs=0)
+    return settings
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
@@ -282,17 +318,19 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     else:
         architecture = load_architecture(args.arch)
         study_name = args.retrain_study or args.study_name
-    settings = _retrain_settings(args, isinstance(architecture, Architecture))
-    job = RetrainJob(architecture=architecture, dataset=args.dataset, data_root=args.data_root,
-                     download=args.download, channels=args.channels, layers=args.layers, imagenet=args.imagenet,
-                     auxiliary=not args.no_auxiliary, activation=args.activation, seed=args.seed,
-                     settings=settings, device=args.device, run_dir=args.run_dir, verbose=not args.quiet)
-    objective = RetrainObjective(job)  # validates architecture and data before the study is touched
+    network = {"channels": IMAGENET_CHANNELS, "layers": IMAGENET_LAYERS} if args.imagenet else {}
+    chosen = {"channels": args.channels, "layers": args.layers}
+    job = RetrainJob(architecture=architecture, imagenet=args.imagenet, auxiliary=not args.no_auxiliary,
+                     activation=args.activation, seed=args.seed,
+                     settings=_retrain_settings(args, paper_training(architecture, args.imagenet)),
+                     **{**network, **{k: v for k, v in chosen.items() if v is not None}})
+    # architecture and data are validated before the study is touched
+    objective = RetrainObjective(job, _data(args).load(), _context(args))
     study = load_or_create_study(args.storage, study_name, ["minimize"], ["test_error"])
     errors = []
     for run in range(args.runs):
         job = objective.job = replace(job, seed=args.seed + run)  # one data load for every run
-        trial = _run_one(study, objective)
+        trial = run_one_trial(study, objective)
         errors.append(float(trial.value))
         result = {"trial": trial.number, "seed": job.seed, "test_error": trial.value,
                   "params": trial.user_attrs["params"], "flops": trial.user_attrs["flops"]}
@@ -306,16 +344,6 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         print(json.dumps({"runs": args.runs, "test_error_mean": mean, "test_error_std": std}) if args.json
               else f"test error over {args.runs} runs: {mean:.2f} ± {std:.2f}%")
     return 0
-
-
-def _run_one(study: optuna.Study, objective: Any) -> optuna.trial.FrozenTrial:
-    """Run one trial; a failure inside it is re-raised (the trial is stored as FAIL, never COMPLETE)."""
-    check_categoricals(study, objective.categorical_params())
-    study.optimize(objective, n_trials=1, catch=())
-    trial = study.trials[-1]
-    if trial.state != optuna.trial.TrialState.COMPLETE:
-        raise NasError(f"trial {trial.number} ended {trial.state.name}")
-    return trial
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -153,6 +153,28 @@ def _crop(padded: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, h: int, w: i
 # ---------------------------------------------------------------- loading
 
 
+@dataclass(frozen=True)
+class DataSource:
+    """A dataset named by its spec (see the module docstring): what a trial trains on, loaded when needed.
+
+    Worker processes receive the source, not the tensors, and each loads it once (:meth:`load` keeps one
+    copy per process).
+    """
+
+    spec: str = "digits"
+    root: str | None = None
+    download: bool = False
+
+    def load(self) -> ImageDataset:
+        key = (self.spec, self.root, self.download)
+        if key not in _LOADED:
+            _LOADED[key] = load_dataset(self.spec, self.root, self.download)
+        return _LOADED[key]
+
+
+_LOADED: dict[tuple[str, str | None, bool], ImageDataset] = {}
+
+
 def load_dataset(spec: str, data_root: str | Path | None = None, download: bool = False) -> ImageDataset:
     """Load a dataset by spec (see the module docstring); errors are one clear line."""
     kind, _, arg = spec.partition(":")

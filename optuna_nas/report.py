@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .errors import NasError
 from .randgrow.hull import lower_hull
-from .studies import SPEC_ATTR
+from .study.spec import SPEC_ATTR
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Storage URLs and run directories.
+"""Optuna storages from URLs, heartbeats for every storage kind, study identity.
 
 ``--storage`` takes what the ``optuna`` CLI takes (``sqlite:///file.db``, ``postgresql://…``,
 ``mysql://…``) and, for many machines without a database, ``journal:PATH`` (a journal file on a
@@ -19,14 +19,13 @@ from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.storages._heartbeat import BaseHeartbeat  # the heartbeat protocol has no public base class
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from .errors import NasError
 
 DEFAULT_STORAGE = "sqlite:///optuna-nas.db"
-DEFAULT_RUN_DIR = Path("optuna-nas-runs")
 
 
 @dataclass(frozen=True)
@@ -80,7 +79,7 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
             # a retried trial inherits the dead trial's last beat: its own start counts too
             last = max(float(trial.system_attrs.get(HEARTBEAT_ATTR, 0.0)), started)
             if now - last > self.heartbeat.grace:
-                stale.append(trial._trial_id)
+                stale.append(trial._trial_id)  # the protocol asks for storage ids; FrozenTrial keeps it private
         return stale
 
     def get_heartbeat_interval(self) -> int | None:
@@ -154,17 +153,47 @@ def load_or_create_study(storage_url: str, study_name: str, directions: list[str
     return study
 
 
+def load_study_by_name(storage_url: str, study_name: str) -> optuna.Study:
+    """An existing study; a missing one is one clear error."""
+    try:
+        return optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
+    except KeyError:
+        raise NasError(f"no study {study_name!r} in {storage_url}") from None
+
+
+# Study system attrs hold what users should not edit (a study's token, the pointer to a run's latest checkpoint),
+# and a trial's artifacts are listed through the storage. A Study exposes neither its storage nor its id publicly
+# (``study._storage``, ``study._study_id``); these helpers are the one place outside samplers that reaches them.
+
+
+def storage_of(study: optuna.Study) -> BaseStorage:
+    return study._storage
+
+
+def study_system_attrs(study: optuna.Study) -> dict[str, Any]:
+    return dict(study._storage.get_study_system_attrs(study._study_id))
+
+
+def set_study_system_attr(study: optuna.Study, key: str, value: Any) -> None:
+    study._storage.set_study_system_attr(study._study_id, key, value)
+
+
+def trial_by_number(study: optuna.Study, number: int) -> FrozenTrial:
+    """One trial, read by its number without loading the study's other trials."""
+    storage = study._storage
+    return storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study._study_id, number))
+
+
 STUDY_TOKEN_ATTR = "optuna_nas:token"
 
 
 def study_token(study: optuna.Study) -> str:
     """A random id fixed when first asked for: it tells apart two studies of the same name (in two
     storages, or deleted and created again), so their checkpoints never mix."""
-    storage, study_id = study._storage, study._study_id
-    token = storage.get_study_system_attrs(study_id).get(STUDY_TOKEN_ATTR)
+    token = study_system_attrs(study).get(STUDY_TOKEN_ATTR)
     if token is None:
         token = uuid.uuid4().hex
-        storage.set_study_system_attr(study_id, STUDY_TOKEN_ATTR, token)
+        set_study_system_attr(study, STUDY_TOKEN_ATTR, token)
     return str(token)
 
 

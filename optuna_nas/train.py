@@ -198,7 +198,7 @@ def progress(batches: Iterable[Any], desc: str, total: int) -> Iterable[Any]:
 # ---------------------------------------------------------------- supervised training of a fixed network
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainSettings:
     """Retraining hyperparameters; the defaults are A-DARTS's CIFAR-10 retraining (Section 4)."""
 

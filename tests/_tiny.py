@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from optuna_nas.darts.modes import ActivationMode
+from optuna_nas.darts.space import A_DARTS_SPACE, ActivationMode
 from optuna_nas.darts.supernet import SearchNetwork, SuperNetConfig
-from optuna_nas.search_space import A_DARTS_SPACE
 
 
 def tiny_config(mode: str = "factorized", k: int = 1, **kw: object) -> SuperNetConfig:

@@ -54,7 +54,7 @@ def test_info_json(capsys) -> None:
     assert main(["info", "DARTS_V2", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["params"] == 3_349_342 and info["flops"] > 0
-    assert main(["info", "--space", "search_spaces/a_darts.yaml", "--json"]) == 0
+    assert main(["info", "--space", "a_darts", "--json"]) == 0
     assert f"{json.loads(capsys.readouterr().out)['architectures']:.1e}" == "9.3e+29"
 
 
@@ -84,7 +84,7 @@ def test_bad_input_is_one_line_and_exit_2_and_stores_nothing(tmp_path, args, mes
 def test_interrupted_search_resumes_when_the_same_command_runs_again(tmp_path, monkeypatch, capsys) -> None:
     import optuna
 
-    from optuna_nas import objectives
+    from optuna_nas.darts import objective as objectives
 
     storage = f"sqlite:///{tmp_path / 'i.db'}"
     args = ["search", "darts", "--activation-mode", "fixed:relu", "--storage", storage, "--study-name", "resume",

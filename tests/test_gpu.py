@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from optuna_nas.darts.genotypes import BUILTIN_GENOTYPES
 from optuna_nas.darts.model import network_cifar
 from optuna_nas.darts.search import SearchSettings, run_search
 from optuna_nas.data import load_dataset, make_batches
-from optuna_nas.genotypes import BUILTIN_GENOTYPES
 from optuna_nas.train import TrainSettings, make_criterion, supervised_epoch
 
 from _tiny import tiny_config

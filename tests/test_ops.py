@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from optuna_nas.darts.space import SearchSpace
 from optuna_nas.errors import NasError
 from optuna_nas.ops import (
     DARTS_OPERATORS,
@@ -21,7 +22,6 @@ from optuna_nas.ops import (
     operation_spec,
     register_activation,
 )
-from optuna_nas.search_space import SearchSpace
 
 
 def test_darts_operators_and_paper_activations_are_registered() -> None:

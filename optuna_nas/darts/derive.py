@@ -19,8 +19,9 @@ from collections.abc import Sequence
 
 import torch
 
-from ..genotypes import CELL_TYPES, Edge, Genotype
-from .supernet import Candidate, SearchNetwork
+from .candidates import Candidate
+from .genotypes import CELL_TYPES, Edge, Genotype
+from .supernet import SearchNetwork
 
 
 def derive_cell(
@@ -87,7 +88,7 @@ def derive_genotype(network: SearchNetwork) -> Genotype:
             if beta is not None:  # factorised: the edge's activation is its argmax β
                 names = config.space.activations
                 per_edge = [(names[int(i)],) for i in beta.argmax(dim=1)]
-            if config.activation_mode.kind != "non_factorized":
+            if not config.activation_mode.expands_activations:
                 argmax_acts[cell_type] = tuple(acts[0] for acts in per_edge)
             cells[cell_type] = derive_cell(
                 strength, candidates, config.space.steps, per_edge, gamma, config.space.inputs_per_node,

@@ -13,9 +13,15 @@ import torch
 from timm.layers import drop_path
 from torch import nn
 
+from ..cost import network_cost
 from ..errors import NasError
-from ..genotypes import Genotype
 from ..ops import FactorizedReduce, ReLUConvBN, build_operation
+from .genotypes import Genotype
+
+# The retraining networks of DARTS / A-DARTS: CIFAR at C=36 with 20 cells; ImageNet's mobile setting at C=48
+# with 14 cells (at most 600M multiply-adds).
+CIFAR_CHANNELS, CIFAR_LAYERS = 36, 20
+IMAGENET_CHANNELS, IMAGENET_LAYERS = 48, 14
 
 
 class Cell(nn.Module):
@@ -173,16 +179,32 @@ class DiscreteNetwork(nn.Module):
         return (logits, logits_aux) if logits_aux is not None else logits
 
 
-def network_cifar(genotype: Genotype, channels: int = 36, num_classes: int = 10, layers: int = 20,
-                  auxiliary: bool = True, in_channels: int = 3, stem_multiplier: int = 3) -> DiscreteNetwork:
+def network_cifar(genotype: Genotype, channels: int = CIFAR_CHANNELS, num_classes: int = 10,
+                  layers: int = CIFAR_LAYERS, auxiliary: bool = True, in_channels: int = 3,
+                  stem_multiplier: int = 3) -> DiscreteNetwork:
     """The CIFAR network (DARTS_V2 at C=36, 20 cells has 3,349,342 parameters without its auxiliary head)."""
     c_stem = stem_multiplier * channels
     return DiscreteNetwork(genotype, CIFARStem(in_channels, c_stem), c_stem, channels, layers, num_classes,
                            auxiliary_head_cifar if auxiliary else None, reduction_prev=False)
 
 
-def network_imagenet(genotype: Genotype, channels: int = 48, num_classes: int = 1000, layers: int = 14,
-                     auxiliary: bool = True, in_channels: int = 3) -> DiscreteNetwork:
+def network_imagenet(genotype: Genotype, channels: int = IMAGENET_CHANNELS, num_classes: int = 1000,
+                     layers: int = IMAGENET_LAYERS, auxiliary: bool = True, in_channels: int = 3) -> DiscreteNetwork:
     """The ImageNet mobile setting: 224x224 input, 14 cells, C chosen to stay under 600M multiply-adds."""
     return DiscreteNetwork(genotype, ImageNetStem(in_channels, channels), channels, channels, layers,
                            num_classes, auxiliary_head_imagenet if auxiliary else None, reduction_prev=True)
+
+
+def build_network(genotype: Genotype, num_classes: int, in_channels: int, channels: int, layers: int,
+                  imagenet: bool = False, auxiliary: bool = True) -> DiscreteNetwork:
+    """The CIFAR network, or the ImageNet mobile-setting network, of ``genotype``."""
+    factory = network_imagenet if imagenet else network_cifar
+    return factory(genotype, channels=channels, num_classes=num_classes, layers=layers,
+                   auxiliary=auxiliary, in_channels=in_channels)
+
+
+def genotype_cost(genotype: Genotype, num_classes: int, input_shape: tuple[int, int, int], channels: int,
+                  layers: int, imagenet: bool = False) -> dict[str, int]:
+    """Parameters (no auxiliary head) and multiply-adds of the network the genotype retrains as."""
+    net = build_network(genotype, num_classes, input_shape[0], channels, layers, imagenet, auxiliary=False)
+    return network_cost(net, input_shape)

@@ -16,7 +16,6 @@ from timm.utils import AverageMeter, accuracy
 
 from ..data import ImageDataset, make_batches, split_indices
 from ..errors import NasError
-from ..genotypes import Genotype
 from ..train import (
     Checkpointer,
     EpochCallback,
@@ -27,6 +26,7 @@ from ..train import (
     seed_everything,
 )
 from .derive import derive_genotype
+from .genotypes import Genotype
 from .supernet import SearchNetwork, SuperNetConfig
 from .trilevel import TriLevelOptimizer
 
@@ -37,7 +37,7 @@ def _forever(batches: Iterable[Any]) -> Iterator[Any]:
         yield from batches
 
 
-@dataclass
+@dataclass(frozen=True)
 class SearchSettings:
     epochs: int = 25
     batch_size: int = 64
@@ -63,6 +63,12 @@ class SearchSettings:
             raise NasError("search epochs and batch size must be >= 1")
         if not 0 <= self.warmup_epochs < self.epochs:
             raise NasError(f"warm-up epochs ({self.warmup_epochs}) must be fewer than epochs ({self.epochs})")
+        if not 0.0 < self.train_portion < 1.0:
+            raise NasError(f"train_portion (the share of the training set for ω) must be between 0 and 1, got "
+                           f"{self.train_portion}")
+        if self.val_portion is not None and not 0.0 < self.val_portion <= 1.0 - self.train_portion + 1e-9:
+            raise NasError(f"val_portion must be positive and at most 1 - train_portion "
+                           f"({1.0 - self.train_portion:g}), got {self.val_portion}")
 
 
 @dataclass

@@ -38,37 +38,22 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import NasError
-from ..genotypes import CELL_TYPES
 from ..ops import FactorizedReduce, ReLUConvBN, create_activation, operation_spec
-from ..search_space import SearchSpace
+from .candidates import Candidate, alpha_candidates, candidate_names, edge_candidates
+from .genotypes import CELL_TYPES
 from .mixture import fusable, fused_mixture
-from .modes import ActivationMode
+from .space import ActivationMode, SearchSpace
 
-
-@dataclass(frozen=True)
-class Candidate:
-    """One competitor on an edge: an operator and which edge activation feeds it (None: the raw input).
-
-    ``choices``: a grouped operator's choice index in each operator group (empty for a plain operator).
-    ``family``: this is the α slot of the grouped family (``op`` is then the template), not an operator.
-    """
-
-    op: str
-    activation_index: int | None
-    choices: tuple[int, ...] = ()
-    family: bool = False
-
-    @property
-    def is_none(self) -> bool:
-        return self.op == "none"
+# DARTS's search network: C=16 with 8 cells (PC-DARTS and A-DARTS search with the same).
+SEARCH_CHANNELS, SEARCH_LAYERS = 16, 8
 
 
 @dataclass(frozen=True)
 class SuperNetConfig:
     space: SearchSpace
     activation_mode: ActivationMode
-    channels: int = 16
-    layers: int = 8
+    channels: int = SEARCH_CHANNELS
+    layers: int = SEARCH_LAYERS
     num_classes: int = 10
     in_channels: int = 3
     partial_channels: int = 1  # PC-DARTS K: 1/K of the channels go through the mixed operation
@@ -89,14 +74,14 @@ class SuperNetConfig:
                 f"--partial-channels {k} does not divide {self.channels} channels into an even share"
             )
         mode = self.activation_mode
-        if mode.kind == "config_a":
+        if mode.freezes_activations:
             acts = self.frozen_activations
             if not acts or any(len(acts.get(c, ())) != self.edges_per_cell for c in CELL_TYPES):
                 raise NasError(
                     "config_a needs the activation of every search edge: pass a genotype written by a "
                     "factorized search (it records 'edge_activations')"
                 )
-        if mode.kind in ("factorized", "non_factorized") and len(self.space.activations) < 1:
+        if mode.uses_activation_group and len(self.space.activations) < 1:
             raise NasError(f"{mode} needs an activation group")
 
     @property
@@ -109,49 +94,22 @@ class SuperNetConfig:
         return self.partial_channels > 1 if self.edge_normalization is None else self.edge_normalization
 
     def candidates(self) -> list[Candidate]:
-        """The α row of an edge: the plain operators, then the grouped family's slot (spaces with groups).
-        Non-factorised mode expands each parameterised operator, and a parameterised family, per activation."""
-        out: list[Candidate] = []
-        for op in self.space.operators:
-            out.extend(self._slots(op, operation_spec(op).parameterized, family=False))
-        if self.space.operator_groups:
-            out.extend(self._slots(self.space.operator_template or "", self.space.grouped_parameterized, family=True))
-        return out
-
-    def _slots(self, op: str, parameterized: bool, family: bool) -> list[Candidate]:
-        if not parameterized:
-            return [Candidate(op, None, family=family)]
-        if self.activation_mode.kind == "non_factorized":
-            return [Candidate(op, k, family=family) for k in range(len(self.space.activations))]
-        return [Candidate(op, 0, family=family)]
+        """The α row of an edge (see :func:`~optuna_nas.darts.candidates.alpha_candidates`)."""
+        return alpha_candidates(self.space, self.activation_mode)
 
     def edge_candidates(self) -> tuple[list[Candidate], list[int]]:
-        """What an edge computes: each α slot's operator, a family slot replaced by every grouped operator;
-        and the α column of each. Without groups this is ``candidates()`` and 0, 1, 2, ..."""
-        out: list[Candidate] = []
-        slots: list[int] = []
-        grouped = self.space.grouped_operator_choices()
-        for slot, cand in enumerate(self.candidates()):
-            members = [Candidate(op, cand.activation_index, idx) for op, idx in grouped] if cand.family else [cand]
-            out.extend(members)
-            slots.extend([slot] * len(members))
-        return out, slots
+        """What an edge computes and the α column of each (:func:`~optuna_nas.darts.candidates.edge_candidates`)."""
+        return edge_candidates(self.space, self.activation_mode)
 
     def candidate_names(self) -> list[str]:
-        acts = self.space.activations
-        return [
-            f"{c.op}@{acts[c.activation_index]}"
-            if self.activation_mode.kind == "non_factorized" and c.activation_index is not None
-            else c.op
-            for c in self.candidates()
-        ]
+        return candidate_names(self.space, self.activation_mode)
 
     def edge_activation_names(self, cell_type: str, edge: int) -> tuple[str, ...]:
         """The activations an edge computes from its input."""
         mode = self.activation_mode
-        if mode.kind == "fixed":
-            return (mode.fixed,)  # type: ignore[return-value]
-        if mode.kind == "config_a":
+        if mode.fixed is not None:
+            return (mode.fixed,)
+        if mode.freezes_activations:
             return (self.frozen_activations[cell_type][edge],)  # type: ignore[index]
         return self.space.activations
 
@@ -288,7 +246,7 @@ class SearchCell(nn.Module):
             self.preprocess0 = ReLUConvBN(c_prev_prev, channels, 1, 1, 0, affine=False)
         self.preprocess1 = ReLUConvBN(c_prev, channels, 1, 1, 0, affine=False)
         candidates, _ = config.edge_candidates()
-        mixture = config.activation_mode.kind == "factorized"
+        mixture = config.activation_mode.searches_beta
         edges = []
         for node in range(self.steps):
             for src in range(2 + node):

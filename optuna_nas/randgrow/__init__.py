@@ -1,8 +1,13 @@
-"""RandGrow (Hu et al., 2019): grow cost-efficient networks by random increments from hull parents."""
+"""RandGrow (Hu et al., 2019): grow cost-efficient networks by random increments from hull parents.
 
-from ..genotypes import count_parameters
+``architecture`` (the JSON data model), ``growth`` (one step of random increments), ``hull`` (the parent
+choice), ``sampler`` (both as a multi-objective Optuna sampler), ``network`` (the module of an
+architecture), ``objective`` (one growth trial), ``space`` (space files), ``runner`` (a whole search with
+many workers), ``draw`` (a picture of a grown network).
+"""
+
 from .architecture import (
-    CELL_TYPES,
+    CELL_KINDS,
     INCREMENT_OPERATIONS,
     Architecture,
     CellIncrement,
@@ -11,18 +16,16 @@ from .architecture import (
     Layer,
     Skeleton,
     check_operations,
-    grow,
     initial_architecture,
-    random_operation,
-    sample_increments,
 )
+from .growth import grow, random_operation, sample_increments
 from .hull import choose_parent, lower_hull, parent_probabilities
 from .network import RandGrowNetwork, inherit_weights
 from .sampler import Proposal, RandGrowSampler, get_proposal
 from .space import RandGrowSpace, load_randgrow_space
 
 __all__ = [
-    "CELL_TYPES",
+    "CELL_KINDS",
     "INCREMENT_OPERATIONS",
     "Architecture",
     "CellIncrement",
@@ -36,7 +39,6 @@ __all__ = [
     "Skeleton",
     "check_operations",
     "choose_parent",
-    "count_parameters",
     "get_proposal",
     "grow",
     "inherit_weights",

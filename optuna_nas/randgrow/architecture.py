@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -45,9 +45,10 @@ VERSION = 1
 INCREMENT_OPERATIONS = ("sep_conv_3x3", "sep_conv_5x5", "max_pool_3x3", "avg_pool_3x3", "skip_connect")
 """The paper's five input operators of an increment (the default operation set; ``skip_connect`` is the
 registry's identity, the paper's "identity"). A search may use any other set of buildable operators."""
-CELL_TYPES = ("normal", "reduction")
+# The kinds of cell a cell-search increment is replicated into (the layer kinds of a grown network, not a
+# DARTS genotype's "normal" / "reduce" cells).
+CELL_KINDS = ("normal", "reduction")
 MAX_CELLS_BACK = 2
-NUM_INPUTS = 3
 
 SearchMode = Literal["macro", "cell"]
 
@@ -229,8 +230,8 @@ def _check_increment(skeleton: Skeleton, increment: AnyIncrement) -> None:
                     f" (inputs must be in 0..{increment.target - 1})"
                 )
     elif isinstance(increment, CellIncrement):
-        if increment.cell_type not in CELL_TYPES:
-            raise NasError(f"unknown cell type {increment.cell_type!r}; known: {', '.join(CELL_TYPES)}")
+        if increment.cell_type not in CELL_KINDS:
+            raise NasError(f"unknown cell type {increment.cell_type!r}; known: {', '.join(CELL_KINDS)}")
         for item in increment.inputs:
             if not 1 <= item.source <= MAX_CELLS_BACK:
                 raise NasError(f"cell input {item.source} is not 1 or 2 cells back")
@@ -336,52 +337,3 @@ def initial_architecture(
 ) -> Architecture:
     """The paper's initial network (N=6, F=32 for CIFAR-10) with no increments."""
     return Architecture(Skeleton(cells_per_block, channels, in_channels, num_classes))
-
-
-def random_operation(rng: np.random.RandomState, operations: Sequence[str] = INCREMENT_OPERATIONS) -> str:
-    """One operator drawn uniformly from ``operations`` (one ``randint`` draw, as before it was configurable)."""
-    return operations[rng.randint(len(operations))]
-
-
-def sample_increments(
-    architecture: Architecture,
-    mode: SearchMode,
-    rng: np.random.RandomState,
-    operations: Sequence[str] = INCREMENT_OPERATIONS,
-) -> list[AnyIncrement]:
-    """One growth step's random increments (paper Section 2, "Incremental Model Change").
-
-    ``"macro"``: ``3N + 2`` increments (20 for N=6), each on a uniformly drawn initial cell; ``x_in1`` is the
-    target's previous layer, ``x_in2`` and ``x_in3`` are drawn with replacement from all earlier layers.
-    ``"cell"``: one increment per cell type, so both modes change the network by the same number of
-    increments per step; ``x_in1`` is the cell's input, the others 1 or 2 cells back.
-    Each input's operator is drawn uniformly from ``operations`` (default: the paper's five).
-    """
-    if not operations:
-        raise NasError("the increment operation set is empty")
-    skeleton = architecture.skeleton
-    if mode == "macro":
-        increments: list[AnyIncrement] = []
-        for _ in range(skeleton.num_cells):
-            target = int(rng.randint(1, skeleton.num_layers))
-            sources = [target - 1] + [int(rng.randint(0, target)) for _ in range(NUM_INPUTS - 1)]
-            inputs = tuple(IncrementInput(s, random_operation(rng, operations)) for s in sources)
-            increments.append(Increment(target, inputs))
-        return increments
-    if mode == "cell":
-        return [
-            CellIncrement(
-                cell_type,
-                tuple(
-                    IncrementInput(s, random_operation(rng, operations))
-                    for s in [1] + [int(rng.randint(1, MAX_CELLS_BACK + 1)) for _ in range(NUM_INPUTS - 1)]
-                ),
-            )
-            for cell_type in CELL_TYPES
-        ]
-    raise NasError(f'unknown RandGrow search mode {mode!r}; known: "macro", "cell"')
-
-
-def grow(architecture: Architecture, increments: Iterable[AnyIncrement]) -> Architecture:
-    """The child: the parent's skeleton and increments followed by ``increments`` (validated)."""
-    return Architecture(architecture.skeleton, architecture.increments + tuple(increments))

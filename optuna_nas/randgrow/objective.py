@@ -22,8 +22,7 @@ Choices the paper leaves open:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import optuna
@@ -39,17 +38,13 @@ from ..artifacts import (
     upload_json,
     upload_state,
 )
-from ..data import ImageDataset, load_dataset, split_indices
+from ..cost import network_cost
+from ..data import ImageDataset, split_indices
 from ..errors import NasError
-from ..genotypes import network_cost
-from ..storage import run_key, study_token
-from ..train import (
-    TrainSettings,
-    resolve_device,
-    seed_everything,
-    train_classifier,
-)
-from .architecture import Architecture, Skeleton
+from ..storage import run_key, storage_of, study_token, trial_by_number
+from ..train import TrainSettings, resolve_device, seed_everything, train_classifier
+from ..trials import TrialContext
+from .architecture import Skeleton
 from .network import RandGrowNetwork, inherit_weights
 from .sampler import get_proposal
 
@@ -71,41 +66,42 @@ def skeleton_for(data: ImageDataset, cells_per_block: int, channels: int) -> Ske
     return Skeleton(cells_per_block, channels, data.in_channels, data.num_classes)
 
 
-@dataclass
+@dataclass(frozen=True)
 class RandGrowJob:
     """What every growth trial of a study shares; the defaults are the paper's CIFAR-10 search."""
 
-    dataset: str = "cifar10"
-    data_root: str | None = None
-    download: bool = False
     cost: Cost = "params"
     val_portion: float = 0.1
-    search: TrainSettings = field(default_factory=lambda: replace(SEARCH_TRAINING))
-    initial: TrainSettings = field(default_factory=lambda: replace(INITIAL_TRAINING))
+    search: TrainSettings = SEARCH_TRAINING
+    initial: TrainSettings = INITIAL_TRAINING
     function_preserving: bool = False  # new increments start as no-ops (zeroed last BatchNorm)
     seed: int = 0  # fixes the train/validation split of the whole study
-    device: str = "auto"
-    artifact_dir: Path = DEFAULT_ARTIFACT_DIR
-    verbose: bool = True
+
+    def __post_init__(self) -> None:
+        if self.cost not in COSTS:
+            raise NasError(f"unknown cost {self.cost!r}; known: {', '.join(COSTS)}")
+        if not 0.0 < self.val_portion < 1.0:
+            raise NasError(f"the validation share must be between 0 and 1, got {self.val_portion}")
 
 
 class RandGrowObjective:
-    """Train the proposed child; returns ``(validation error %, cost)`` for the two study directions."""
+    """Train the proposed child; returns ``(validation error %, cost)`` for the two study directions.
 
-    def __init__(self, job: RandGrowJob, data: ImageDataset | None = None) -> None:
-        if job.cost not in COSTS:
-            raise NasError(f"unknown cost {job.cost!r}; known: {', '.join(COSTS)}")
+    Growth needs an artifact store (children load their parents' weights): ``context.artifact_dir``, or
+    the default directory when it is None.
+    """
+
+    def __init__(self, job: RandGrowJob, data: ImageDataset, context: TrialContext | None = None) -> None:
         self.job = job
-        self.data = data if data is not None else load_dataset(job.dataset, job.data_root, job.download)
+        self.data = data
+        self.context = context or TrialContext()
         generator = torch.Generator().manual_seed(job.seed)
         self.train_idx, self.val_idx = split_indices(len(self.data.train), 1.0 - job.val_portion, generator,
                                                      job.val_portion)
-        self.store = open_artifact_store(job.artifact_dir)
+        self.store = open_artifact_store(self.context.artifact_dir or DEFAULT_ARTIFACT_DIR)
 
     def _parent_state(self, study: optuna.Study, parent: int) -> dict[str, torch.Tensor]:
-        storage = study._storage
-        frozen = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study._study_id, parent))
-        artifact = find_artifact(frozen, storage, WEIGHTS_FILE)
+        artifact = find_artifact(trial_by_number(study, parent), storage_of(study), WEIGHTS_FILE)
         if artifact is None:
             raise NasError(f"parent trial {parent} has no {WEIGHTS_FILE} artifact to grow from")
         return download_state(self.store, artifact)
@@ -124,10 +120,10 @@ class RandGrowObjective:
                                                "parent": proposal.parent, "job_seed": job.seed,
                                                "study": study_token(trial.study),
                                                "function_preserving": job.function_preserving,
-                                               "dataset": job.dataset, **asdict(settings)})
+                                               "dataset": data.name, **asdict(settings)})
         trial.set_user_attr("run_key", key)
         generator = seed_everything(int(key[:8], 16))
-        device = resolve_device(job.device)
+        device = resolve_device(self.context.device)
 
         net = RandGrowNetwork(proposal.architecture)
         if proposal.parent is not None:
@@ -137,7 +133,7 @@ class RandGrowObjective:
             trial.set_user_attr(name, value)
         history = train_classifier(net, data, settings, device, generator,
                                    ArtifactCheckpointer(self.store, trial.study, f"grow-{key}"),
-                                   [record_val_error(trial)], f"randgrow trial {trial.number}", job.verbose,
+                                   [record_val_error(trial)], f"randgrow trial {trial.number}", self.context.verbose,
                                    train_indices=self.train_idx, eval_split="train", eval_indices=self.val_idx)
 
         val_error = 100.0 - float(history[-1]["val_acc"])
@@ -158,11 +154,3 @@ def record_val_error(trial: optuna.Trial) -> Any:
         trial.set_user_attr("epochs_done", epoch)
 
     return callback
-
-
-def load_architecture_file(path: str | Path) -> Architecture:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise NasError(f"cannot read architecture {path}: {exc.strerror}") from None
-    return Architecture.from_json(text)

@@ -3,7 +3,7 @@
 The study has two objectives, both minimised: validation error, then cost (parameters or multiply-adds).
 At ask time (``before_trial``) the sampler reads the completed trials *from storage*, draws a parent from
 their lower convex hull (:func:`~optuna_nas.randgrow.hull.choose_parent`) and appends one growth step of
-random increments (:func:`~optuna_nas.randgrow.architecture.sample_increments`). The proposal is written
+random increments (:func:`~optuna_nas.randgrow.growth.sample_increments`). The proposal is written
 onto the trial before the objective runs:
 
 * one system attr (for samplers and objectives), ``randgrow:proposal``: the child's architecture (a JSON
@@ -57,8 +57,8 @@ from .architecture import (
     Skeleton,
     check_operations,
     initial_architecture,
-    sample_increments,
 )
+from .growth import sample_increments
 from .hull import choose_parent
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """RandGrow search spaces: the initial skeleton, the search mode and the increment operation set, from YAML.
 
-A space file (shipped ones live in the repository's ``search_spaces/``; see ``randgrow_macro.yaml``)::
+A space file (shipped ones, ``randgrow_macro`` and ``randgrow_cell``, are package data found by name)::
 
     name: randgrow_macro
     mode: macro            # or cell
@@ -18,10 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..errors import NasError
-from ..search_space import SPACE_DIR
+from ..resources import read_yaml
 from .architecture import INCREMENT_OPERATIONS, SearchMode, check_operations
 
 MODES = ("macro", "cell")
@@ -61,25 +59,17 @@ class RandGrowSpace:
         return 3 * self.cells_per_block + 2 if self.mode == "macro" else 2
 
 
+def _is_randgrow_space(name: str) -> bool:
+    return name.startswith("randgrow")
+
+
 def load_randgrow_space(path_or_name: str | Path) -> RandGrowSpace:
     """Read a RandGrow space from a YAML file, or a shipped one by name (``randgrow_macro``, ``randgrow_cell``)."""
-    path = Path(path_or_name)
-    if not path.is_file() and (SPACE_DIR / f"{path_or_name}.yaml").is_file():
-        path = SPACE_DIR / f"{path_or_name}.yaml"
-    if not path.is_file():
-        shipped = ", ".join(sorted(p.stem for p in SPACE_DIR.glob("randgrow*.yaml")))
-        raise NasError(f"RandGrow space file not found: {path_or_name} (shipped: {shipped})")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        raise NasError(f"{path}: malformed YAML{f' (line {line + 1})' if line is not None else ''}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise NasError(f"{path}: cannot read it ({exc})") from None
-    return _space_from_dict(data, path)
+    document = read_yaml("spaces", path_or_name, "RandGrow space", keep=_is_randgrow_space)
+    return _space_from_dict(document.data, document.source, document.stem)
 
 
-def _space_from_dict(data: Any, path: Path) -> RandGrowSpace:
+def _space_from_dict(data: Any, path: str, stem: str) -> RandGrowSpace:
     if not isinstance(data, dict):
         raise NasError(f"{path}: a RandGrow space must be a mapping of {', '.join(_KEYS)}")
     unknown = sorted(str(k) for k in data if k not in _KEYS)
@@ -92,7 +82,7 @@ def _space_from_dict(data: Any, path: Path) -> RandGrowSpace:
         raise NasError(f"{path}: 'operations' must be a list of operator names, got {operations!r}")
     try:
         return RandGrowSpace(
-            name=data.get("name", path.stem),
+            name=data.get("name", stem),
             mode=data.get("mode", "macro"),
             cells_per_block=data.get("cells_per_block", 6),
             channels=data.get("channels", 32),

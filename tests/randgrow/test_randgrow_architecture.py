@@ -5,7 +5,7 @@ import pytest
 
 from optuna_nas.errors import NasError
 from optuna_nas.randgrow import (
-    CELL_TYPES,
+    CELL_KINDS,
     INCREMENT_OPERATIONS,
     Architecture,
     CellIncrement,
@@ -69,7 +69,7 @@ def test_cell_sampler_makes_one_increment_per_cell_type_replicated_into_every_ce
     rng = np.random.RandomState(1)
     for _ in range(20):
         increments = sample_increments(arch, "cell", rng)
-        assert [increment.cell_type for increment in increments] == list(CELL_TYPES)
+        assert [increment.cell_type for increment in increments] == list(CELL_KINDS)
         child = grow(arch, increments)
         for increment, expanded in zip(increments, child.expanded(), strict=True):
             assert isinstance(increment, CellIncrement)

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from optuna_nas.cost import count_parameters
 from optuna_nas.errors import NasError
 from optuna_nas.randgrow import (
     INCREMENT_OPERATIONS,
@@ -9,7 +10,6 @@ from optuna_nas.randgrow import (
     Increment,
     IncrementInput,
     RandGrowNetwork,
-    count_parameters,
     grow,
     inherit_weights,
     initial_architecture,

@@ -21,6 +21,7 @@ from optuna_nas.randgrow.objective import (
     RandGrowObjective,
     skeleton_for,
 )
+from optuna_nas.trials import TrialContext
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 DATA = synthetic_dataset(48, 16, size=8, num_classes=3)
@@ -28,14 +29,18 @@ DATA = synthetic_dataset(48, 16, size=8, num_classes=3)
 
 def _job(tmp_path: Path, **overrides: object) -> RandGrowJob:
     tiny = {"epochs": 1, "batch_size": 16, "channels_last": False}
-    job = RandGrowJob(dataset="synthetic", search=replace(SEARCH_TRAINING, cycles=1, **tiny),  # type: ignore[arg-type]
-                      initial=replace(INITIAL_TRAINING, **tiny), val_portion=0.25, device="cpu",  # type: ignore[arg-type]
-                      artifact_dir=tmp_path / "artifacts", verbose=False)
+    job = RandGrowJob(search=replace(SEARCH_TRAINING, cycles=1, **tiny),  # type: ignore[arg-type]
+                      initial=replace(INITIAL_TRAINING, **tiny), val_portion=0.25)  # type: ignore[arg-type]
     return replace(job, **overrides)  # type: ignore[arg-type]
 
 
-def _grow(job: RandGrowJob, n_trials: int, mode: str = "macro") -> tuple[optuna.Study, RandGrowObjective]:
-    objective = RandGrowObjective(job, DATA)
+def _context(tmp_path: Path) -> TrialContext:
+    return TrialContext(device="cpu", artifact_dir=tmp_path / "artifacts", verbose=False)
+
+
+def _grow(job: RandGrowJob, n_trials: int, mode: str = "macro",
+          context: TrialContext | None = None) -> tuple[optuna.Study, RandGrowObjective]:
+    objective = RandGrowObjective(job, DATA, context)
     initial = Architecture(skeleton_for(DATA, cells_per_block=1, channels=4))
     study = optuna.create_study(directions=["minimize", "minimize"],
                                 sampler=RandGrowSampler(initial, mode, seed=0, verbose=False))  # type: ignore[arg-type]
@@ -62,9 +67,8 @@ def _checkpoint(saved: dict[str, dict], study: optuna.Study, number: int) -> dic
 
 
 def test_every_model_uploads_its_trained_weights(tmp_path, last_checkpoints) -> None:
-    job = _job(tmp_path)
-    study, _ = _grow(job, 2)
-    store = open_artifact_store(job.artifact_dir)
+    study, _ = _grow(_job(tmp_path), 2, context=_context(tmp_path))
+    store = open_artifact_store(_context(tmp_path).artifact_dir)  # type: ignore[arg-type]
     for trial in study.trials:
         assert trial.state == optuna.trial.TrialState.COMPLETE
         uploaded = download_state(store, find_artifact(trial, study._storage, WEIGHTS_FILE))  # type: ignore[arg-type]
@@ -78,7 +82,7 @@ def test_a_child_trains_from_its_parents_weights(tmp_path, last_checkpoints) -> 
     still = {"lr": 1e-12, "momentum": 0.0, "weight_decay": 0.0}
     job = _job(tmp_path, function_preserving=True)
     job = replace(job, search=replace(job.search, **still))  # type: ignore[arg-type]
-    study, _ = _grow(job, 2)
+    study, _ = _grow(job, 2, context=_context(tmp_path))
     child = get_proposal(study.trials[1])
     assert child is not None and child.parent == 0
     parent_state, child_state = _checkpoint(last_checkpoints, study, 0), _checkpoint(last_checkpoints, study, 1)
@@ -90,7 +94,7 @@ def test_a_child_trains_from_its_parents_weights(tmp_path, last_checkpoints) -> 
 
 @pytest.mark.parametrize("cost", ["params", "flops"])
 def test_values_are_validation_error_and_the_chosen_cost(tmp_path, cost: str) -> None:
-    study, _ = _grow(_job(tmp_path, cost=cost), 2, mode="cell")
+    study, _ = _grow(_job(tmp_path, cost=cost), 2, mode="cell", context=_context(tmp_path))
     for trial in study.trials:
         error, value = trial.values
         assert 0.0 <= error <= 100.0 and error == pytest.approx(trial.user_attrs["val_error"], abs=1e-3)
@@ -100,14 +104,14 @@ def test_values_are_validation_error_and_the_chosen_cost(tmp_path, cost: str) ->
 
 
 def test_a_trial_without_a_proposal_is_refused(tmp_path) -> None:
-    objective = RandGrowObjective(_job(tmp_path), DATA)
+    objective = RandGrowObjective(_job(tmp_path), DATA, _context(tmp_path))
     study = optuna.create_study(directions=["minimize", "minimize"])
     with pytest.raises(NasError, match="RandGrowSampler"):
         study.optimize(objective, n_trials=1, catch=())
 
 
 def test_an_architecture_for_other_data_is_refused(tmp_path) -> None:
-    objective = RandGrowObjective(_job(tmp_path), DATA)
+    objective = RandGrowObjective(_job(tmp_path), DATA, _context(tmp_path))
     initial = Architecture(replace(skeleton_for(DATA, 1, 4), num_classes=10))
     study = optuna.create_study(directions=["minimize", "minimize"],
                                 sampler=RandGrowSampler(initial, seed=0, verbose=False))
@@ -117,4 +121,4 @@ def test_an_architecture_for_other_data_is_refused(tmp_path) -> None:
 
 def test_an_unknown_cost_is_one_clear_error(tmp_path) -> None:
     with pytest.raises(NasError, match="unknown cost"):
-        RandGrowObjective(_job(tmp_path, cost="latency"), DATA)
+        RandGrowObjective(_job(tmp_path, cost="latency"), DATA, _context(tmp_path))

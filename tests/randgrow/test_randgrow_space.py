@@ -23,7 +23,8 @@ from optuna_nas.randgrow import (
     load_randgrow_space,
     sample_increments,
 )
-from optuna_nas.randgrow.search import STUDY_ATTR, RandGrowSearch, _check_identity
+from optuna_nas.randgrow.runner import STUDY_ATTR, RandGrowSearch, _check_identity
+from optuna_nas.resources import shipped_file
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SMALL = initial_architecture(cells_per_block=1, channels=4, in_channels=3, num_classes=4)
@@ -35,7 +36,7 @@ def test_shipped_spaces_have_the_paper_settings(name: str, mode: str, per_step: 
     space = load_randgrow_space(name)
     assert space == RandGrowSpace(name, mode, 6, 32, PAPER_OPS)  # type: ignore[arg-type]
     assert space.operations == INCREMENT_OPERATIONS and space.increments_per_step == per_step
-    shipped = Path(__file__).resolve().parents[2] / "search_spaces" / f"{name}.yaml"
+    shipped = shipped_file("spaces", name)
     assert load_randgrow_space(str(shipped)) == space  # by path too
 
 
@@ -145,8 +146,8 @@ def test_a_user_registered_operator_can_be_drawn_and_built(monkeypatch: pytest.M
 
 def test_identity_holds_the_operation_set_and_resuming_with_another_is_refused() -> None:
     paper = RandGrowSearch(storage="unused")
-    skips = RandGrowSearch(storage="unused", operations=["skip_connect"])  # type: ignore[arg-type]
-    assert skips.operations == ("skip_connect",)
+    skips = RandGrowSearch(storage="unused", space=RandGrowSpace("s", operations=["skip_connect"]))  # type: ignore[arg-type]
+    assert skips.space.operations == ("skip_connect",)
     assert paper.identity()["operations"] == list(INCREMENT_OPERATIONS)
     assert paper.identity() != skips.identity()
     study = optuna.create_study(directions=["minimize", "minimize"])
@@ -155,7 +156,7 @@ def test_identity_holds_the_operation_set_and_resuming_with_another_is_refused()
     with pytest.raises(NasError, match=r"operations \[.*\] -> \['skip_connect'\]"):
         _check_identity(study, skips)
     with pytest.raises(NasError, match="unknown increment operator"):
-        RandGrowSearch(storage="unused", operations=("warp_3x3",))
+        RandGrowSearch(storage="unused", space=RandGrowSpace("s", operations=("warp_3x3",)))
 
 
 def test_a_study_stored_before_operations_were_configurable_resumes_with_the_paper_set() -> None:
@@ -164,4 +165,4 @@ def test_a_study_stored_before_operations_were_configurable_resumes_with_the_pap
     study.set_user_attr(STUDY_ATTR, legacy)
     _check_identity(study, RandGrowSearch(storage="unused"))
     with pytest.raises(NasError, match="operations"):
-        _check_identity(study, RandGrowSearch(storage="unused", operations=("skip_connect",)))
+        _check_identity(study, RandGrowSearch(storage="unused", space=RandGrowSpace("s", operations=("skip_connect",))))

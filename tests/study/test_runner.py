@@ -13,10 +13,10 @@ import torch
 from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 
-from optuna_nas import objectives
-from optuna_nas.architectures import load_architecture
+from optuna_nas import retrain as objectives
 from optuna_nas.cli import main
-from optuna_nas.genotypes import Genotype
+from optuna_nas.darts.genotypes import Genotype
+from optuna_nas.retrain import load_architecture
 
 from conftest import TINY_RETRAIN, TINY_SEARCH, write_study
 
@@ -172,13 +172,14 @@ def test_a_tpe_hyperparameter_study_stops_at_n_trials(tmp_path: Path) -> None:
 def test_shared_searches_are_never_pruned(tmp_path: Path) -> None:
     """Optuna's default pruner would prune a search that several rows reuse; the searches study has none."""
     from optuna_nas.storage import Heartbeat
-    from optuna_nas.studies import RunOptions, StudyObjective
-    from optuna_nas.study_file import load_study_file
+    from optuna_nas.study.runner import RunOptions
+    from optuna_nas.study.spec import load_study_file
+    from optuna_nas.study.stages import StudyObjective
 
     spec = load_study_file(write_study(tmp_path, "pruned", objective="search_retrain", space="darts",
                                        search=dict(TINY_SEARCH), pruner="median"))
     options = RunOptions(storage=f"sqlite:///{tmp_path / 'db.sqlite'}", heartbeat=Heartbeat(1, 3))
-    searches = StudyObjective(spec, options, "pruned", "cpu")._searches_study()
+    searches = StudyObjective(spec, options.stage_context(spec, "cpu"))._searches_study()
     assert isinstance(searches.pruner, optuna.pruners.NopPruner)
 
 

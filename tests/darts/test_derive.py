@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from optuna_nas.darts.candidates import Candidate
 from optuna_nas.darts.derive import derive_cell, derive_genotype, group_argmax_mask
+from optuna_nas.darts.genotypes import Edge, Genotype
 from optuna_nas.darts.model import network_cifar
-from optuna_nas.darts.modes import ActivationMode
-from optuna_nas.darts.supernet import Candidate, SearchNetwork, SuperNetConfig
-from optuna_nas.genotypes import Edge, Genotype
-from optuna_nas.search_space import SearchSpace
+from optuna_nas.darts.space import ActivationMode, SearchSpace
+from optuna_nas.darts.supernet import SearchNetwork, SuperNetConfig
 
 from _tiny import tiny_network
 

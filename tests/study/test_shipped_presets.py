@@ -11,11 +11,11 @@ import torch
 from optuna.trial import TrialState
 
 from optuna_nas.cli import main
-from optuna_nas.study_file import STUDY_DIR
+from optuna_nas.resources import shipped_names
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(p.stem for p in STUDY_DIR.glob("*.yaml")))
+@pytest.mark.parametrize("name", shipped_names("studies"))
 def test_tiny_preset_runs(name: str, tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'db.sqlite'}"
     torch.set_num_threads(1)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from optuna_nas.darts.space import SearchSpace, load_search_space
 from optuna_nas.errors import NasError
 from optuna_nas.ops import PAPER_ACTIVATIONS
-from optuna_nas.search_space import SPACE_DIR, SearchSpace, load_search_space
+from optuna_nas.resources import shipped_file, shipped_names
 
 SHIPPED = ("darts", "a_darts", "pc_darts", "a_darts_groups")
 GROUPS = """
@@ -21,7 +22,7 @@ activation_mode: factorized
 
 
 def test_darts_space_has_about_1_1e18_architectures() -> None:
-    space = load_search_space(str(SPACE_DIR / "darts.yaml"))
+    space = load_search_space(str(shipped_file("spaces", "darts")))
     assert space.choices_per_edge() == 7
     assert f"{space.architecture_count():.1e}" == "1.1e+18"
 
@@ -30,7 +31,7 @@ def test_factorised_space_has_about_9_3e29_architectures() -> None:
     space = load_search_space("a_darts")
     assert space.choices_per_edge() == 4 * 9 + 3
     assert f"{space.architecture_count():.1e}" == "9.3e+29"
-    assert space.activation_mode == "factorized"
+    assert str(space.activation_mode) == "factorized" and space.activation_mode.searches_beta
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -165,22 +166,22 @@ def test_partial_channels_default_and_file_value(tmp_path) -> None:
     assert load_search_space("darts").partial_channels == 1
     pc = load_search_space("pc_darts")
     assert pc.partial_channels == 4  # PC-DARTS's CIFAR-10 K
-    assert (pc.operators, pc.activation_mode) == (load_search_space("darts").operators, "fixed:relu")
+    assert (pc.operators, str(pc.activation_mode)) == (load_search_space("darts").operators, "fixed:relu")
     assert f"{pc.architecture_count():.1e}" == "1.1e+18"
 
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_space_files_load(name: str) -> None:
     space = load_search_space(name)
-    assert space.name == name and (SPACE_DIR / f"{name}.yaml").is_file()
+    assert space.name == name and shipped_file("spaces", name) is not None
 
 
 def test_every_darts_family_file_in_the_space_directory_loads() -> None:
     """randgrow_*.yaml are RandGrow spaces, read by optuna_nas.randgrow.space, not DARTS-family ones."""
-    names = {p.stem for p in SPACE_DIR.glob("*.yaml") if not p.stem.startswith("randgrow")}
+    names = {name for name in shipped_names("spaces") if not name.startswith("randgrow")}
     assert set(SHIPPED) <= names
     for name in names:
-        load_search_space(str(SPACE_DIR / f"{name}.yaml"))
+        load_search_space(name)
 
 
 def test_a_darts_groups_space_size() -> None:

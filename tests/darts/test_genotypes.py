@@ -7,9 +7,10 @@ import json
 import pytest
 import torch
 
+from optuna_nas.cost import count_multiply_adds, count_parameters
+from optuna_nas.darts.genotypes import BUILTIN_GENOTYPES, Edge, Genotype, load_genotype
 from optuna_nas.darts.model import network_cifar, network_imagenet
 from optuna_nas.errors import NasError
-from optuna_nas.genotypes import BUILTIN_GENOTYPES, Edge, Genotype, count_multiply_adds, count_parameters, load_genotype
 
 
 def test_darts_v2_has_the_reference_parameter_count() -> None:

@@ -1,17 +1,15 @@
-"""Drawings: genotype cells and RandGrow architectures become small, deterministic PNGs."""
+"""Drawings of genotype cells: small, deterministic PNGs."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pytest
 
-from optuna_nas.draw import draw_genotype, draw_randgrow, edge_label
+from optuna_nas.darts.draw import draw_genotype, edge_label
+from optuna_nas.darts.genotypes import BUILTIN_GENOTYPES, Edge, Genotype
 from optuna_nas.errors import NasError
-from optuna_nas.genotypes import BUILTIN_GENOTYPES, Edge, Genotype
-from optuna_nas.randgrow import grow, initial_architecture, sample_increments
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FACTORISED = Genotype(
@@ -44,28 +42,8 @@ def test_edge_labels_name_the_activation_of_parameterised_operators_only() -> No
     assert edge_label(Edge("max_pool_3x3", 0, "selu")) == "max_pool_3x3"
 
 
-@pytest.mark.parametrize("mode", ["macro", "cell"])
-def test_a_grown_randgrow_architecture_draws(tmp_path: Path, mode: str) -> None:
-    arch = initial_architecture(cells_per_block=2, channels=8)
-    rng = np.random.RandomState(0)
-    for _ in range(2):
-        arch = grow(arch, sample_increments(arch, mode, rng))  # type: ignore[arg-type]
-    assert _is_small_png(draw_randgrow(arch, tmp_path / "grown.png"))
-    assert _is_small_png(draw_randgrow(initial_architecture(1, 8), tmp_path / "initial.png"))
-
-
-def test_a_long_growth_draws_its_inputs_as_a_matrix_and_stays_small(tmp_path: Path) -> None:
-    arch, rng = initial_architecture(), np.random.RandomState(1)
-    for _ in range(12):
-        arch = grow(arch, sample_increments(arch, "macro", rng))
-    path = draw_randgrow(arch, tmp_path / "long.png")
-    assert _is_small_png(path) and draw_randgrow(arch, tmp_path / "again.png").read_bytes() == path.read_bytes()
-
-
 def test_an_unwritable_path_is_one_clear_error(tmp_path: Path) -> None:
     for path in (tmp_path / "missing" / "cell.png", tmp_path):
         with pytest.raises(NasError, match="cannot write the drawing to") as info:
             draw_genotype(BUILTIN_GENOTYPES["DARTS_V2"], path)
         assert str(path) in str(info.value) and "\n" not in str(info.value)
-    with pytest.raises(NasError, match="cannot write the drawing to"):
-        draw_randgrow(initial_architecture(1, 8), tmp_path / "missing" / "arch.png")

@@ -9,20 +9,21 @@ import pytest
 import yaml
 
 from optuna_nas.errors import NasError
-from optuna_nas.study_file import STUDY_DIR, load_study_file
+from optuna_nas.resources import shipped_names
+from optuna_nas.study.spec import load_study_file
 
-SHIPPED = sorted(STUDY_DIR.glob("*.yaml"))
+SHIPPED = shipped_names("studies")
 
 
 def test_the_paper_tables_are_shipped() -> None:
-    assert {p.stem for p in SHIPPED} >= {"a_darts_table1", "a_darts_table2", "a_darts_table4_imagenet",
+    assert set(SHIPPED) >= {"a_darts_table1", "a_darts_table2", "a_darts_table4_imagenet",
                                          "randgrow_table1"}
 
 
-@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
-def test_every_shipped_study_and_its_tiny_preset_validate(path: Path) -> None:
-    spec = load_study_file(str(path))
-    tiny = load_study_file(str(path), "tiny")
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_study_and_its_tiny_preset_validate(name: str) -> None:
+    spec = load_study_file(name)
+    tiny = load_study_file(name, "tiny")
     assert spec.description and spec.grid()
     assert tiny.preset == "tiny" and len(tiny.grid()) <= len(spec.grid())
 
@@ -31,12 +32,14 @@ def test_table2_has_14_configurations_times_3_seeds_with_shared_searches() -> No
     spec = load_study_file("a_darts_table2")
     assert len(spec.configurations) == 14 and spec.seeds == [0, 1, 2] and len(spec.grid()) == 42
     config_a = spec.configuration("config_a")
-    assert config_a.search["activation_mode"] == "config_a" and config_a.search["config_a_from"] == "factorized"
+    assert str(config_a.search.activation_mode) == "config_a" and config_a.config_a_from == "factorized"
     # the rows that retrain the factorized search with fixed activations search exactly as "factorized" does
     assert spec.configuration("factorized->selu").search == spec.configuration("factorized").search
-    assert spec.configuration("factorized->selu").retrain["activation"] == "selu"
+    assert spec.configuration("factorized->selu").retrain.activation == "selu"
     # the paper's settings by default
-    assert spec.configuration("relu").retrain["epochs"] == 600 and spec.configuration("relu").search["epochs"] == 25
+    relu = spec.configuration("relu")
+    assert relu.retrain.settings.epochs == 600 and relu.search.settings.epochs == 25
+    assert relu.search.channels == 16 and relu.retrain.channels == 36
 
 
 def _write(tmp_path: Path, data: dict) -> str:
@@ -94,10 +97,10 @@ def test_presets_merge_into_stages_and_sweeps_multiply_the_grid(tmp_path: Path) 
             "sweep": {"retrain.lr": [0.01, 0.03]},
             "presets": {"fast": {"search": {"epochs": 1}}}}
     spec = load_study_file(_write(tmp_path, data), "fast")
-    assert spec.configurations[0].search["epochs"] == 1 and spec.configurations[0].search["channels"] == 8
+    assert spec.configurations[0].search.settings.epochs == 1 and spec.configurations[0].search.channels == 8
     grid = spec.grid()
     assert len(grid) == 4 and {p["retrain.lr"] for p in grid} == {0.01, 0.03}
-    assert spec.stage(spec.configurations[0], "retrain", grid[1])["lr"] == grid[1]["retrain.lr"]
+    assert spec.stage(spec.configurations[0], "retrain", grid[1]).settings.lr == grid[1]["retrain.lr"]
 
 
 def test_a_preset_shrinks_every_row_and_may_set_single_rows(tmp_path: Path) -> None:
@@ -105,8 +108,8 @@ def test_a_preset_shrinks_every_row_and_may_set_single_rows(tmp_path: Path) -> N
                                        {"name": "b", "search": {"epochs": 50, "activation_mode": "fixed:selu"}}],
             "presets": {"tiny": {"search": {"epochs": 1}, "configurations": {"b": {"search": {"epochs": 2}}}}}}
     spec = load_study_file(_write(tmp_path, data), "tiny")
-    assert [c.search["epochs"] for c in spec.configurations] == [1, 2]
-    assert [c.search["epochs"] for c in load_study_file(_write(tmp_path, data)).configurations] == [50, 50]
+    assert [c.search.settings.epochs for c in spec.configurations] == [1, 2]
+    assert [c.search.settings.epochs for c in load_study_file(_write(tmp_path, data)).configurations] == [50, 50]
     data["presets"]["tiny"]["configurations"] = {"c": {"search": {"epochs": 2}}}
     with pytest.raises(NasError, match="presets.tiny.configurations.c: no configuration"):
         load_study_file(_write(tmp_path, data), "tiny")

@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from optuna_nas.darts.modes import ActivationMode
+from optuna_nas.darts.genotypes import CELL_TYPES
+from optuna_nas.darts.space import A_DARTS_SPACE, DARTS_SPACE, ActivationMode, SearchSpace
 from optuna_nas.darts.supernet import SearchNetwork, SuperNetConfig
 from optuna_nas.darts.trilevel import TriLevelOptimizer
 from optuna_nas.errors import NasError
-from optuna_nas.genotypes import CELL_TYPES
-from optuna_nas.search_space import A_DARTS_SPACE, DARTS_SPACE, SearchSpace
 
 from _tiny import tiny_config, tiny_network
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from optuna_nas.architectures import load_architecture
 from optuna_nas.cli import main
 from optuna_nas.randgrow.architecture import Architecture
+from optuna_nas.retrain import load_architecture
 
 from conftest import TINY_RETRAIN, write_study
 

@@ -1,7 +1,15 @@
-"""Search spaces: which operators and activations a DARTS-family cell may use, read from YAML files.
+"""A DARTS-family search space (which operators and activations a cell may use) and its activation mode.
 
-A space file names its operator group and activation group (any registered names, any subset) and
-the cell shape. Its size is computed from that definition, not quoted::
+**Activation modes** (the rows of A-DARTS's Table 2), parsed once from text into :class:`ActivationMode`:
+
+- ``fixed:<name>``: one activation everywhere (DARTS is ``fixed:relu``);
+- ``factorized``: per edge a β vector over the activation group, mixed by softmax (Eq. 1-2);
+- ``non_factorized``: every parameterised operator × every activation is its own super-operator,
+  all competing under one α per edge (4 × 9 + 4 = 40 candidates in the paper's space);
+- ``config_a``: β frozen one-hot to the per-edge activations of a given genotype; α and ω searched.
+
+**Space files** name the operator group and the activation group (any registered names, any subset), the
+default activation mode and the cell shape. A space's size is computed from that definition, not quoted::
 
     name: a_darts
     operators: [none, max_pool_3x3, avg_pool_3x3, skip_connect, sep_conv_3x3, ...]
@@ -27,6 +35,8 @@ Choices made here (the paper does not define operator groups):
 - a grouped operator may not also be a plain operator, and every group must appear in the template
   (otherwise two combinations would make the same name);
 - without ``operators`` the plain operators are DARTS's eight, with or without groups.
+
+Shipped spaces (``darts``, ``a_darts``, ``pc_darts``, ``a_darts_groups``) are package data, found by name.
 """
 
 from __future__ import annotations
@@ -37,15 +47,72 @@ import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
-import yaml
+from ..errors import NasError
+from ..ops import DARTS_OPERATORS, PAPER_ACTIVATIONS, check_activation, operation_spec
+from ..resources import read_yaml
 
-from .errors import NasError
-from .ops import DARTS_OPERATORS, PAPER_ACTIVATIONS, check_activation, operation_spec
 
-SPACE_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+class ModeKind(str, Enum):
+    """How a search treats the activation group; the value is the word used in files and on the CLI."""
+
+    FIXED = "fixed"
+    FACTORIZED = "factorized"
+    NON_FACTORIZED = "non_factorized"
+    CONFIG_A = "config_a"
+
+
+@dataclass(frozen=True)
+class ActivationMode:
+    """A parsed activation mode; ``str()`` gives back the text it was parsed from (``fixed:selu``)."""
+
+    kind: ModeKind
+    fixed: str | None = None  # the activation of a fixed mode
+
+    @classmethod
+    def parse(cls, text: str | ActivationMode) -> ActivationMode:
+        if isinstance(text, ActivationMode):
+            return text
+        word, _, arg = str(text).strip().partition(":")
+        word = word.replace("-", "_")
+        if word == ModeKind.FIXED.value:
+            if not arg:
+                raise NasError("activation mode 'fixed' needs an activation, e.g. fixed:relu")
+            return cls(ModeKind.FIXED, check_activation(arg))
+        if word in {k.value for k in ModeKind} and not arg:
+            return cls(ModeKind(word))
+        raise NasError(
+            f"unknown activation mode {text!r}; use fixed:<activation>, factorized, non_factorized or config_a"
+        )
+
+    def __str__(self) -> str:
+        return f"fixed:{self.fixed}" if self.kind is ModeKind.FIXED else self.kind.value
+
+    @property
+    def searches_beta(self) -> bool:
+        """β is learned: one mixture of the activation group per edge."""
+        return self.kind is ModeKind.FACTORIZED
+
+    @property
+    def expands_activations(self) -> bool:
+        """Every parameterised operator competes once per activation under one α (non-factorised)."""
+        return self.kind is ModeKind.NON_FACTORIZED
+
+    @property
+    def freezes_activations(self) -> bool:
+        """β is frozen to a genotype's per-edge activations (Config-A)."""
+        return self.kind is ModeKind.CONFIG_A
+
+    @property
+    def uses_activation_group(self) -> bool:
+        """The edge computes the whole activation group (factorised or non-factorised)."""
+        return self.searches_beta or self.expands_activations
+
+
+RELU = ActivationMode(ModeKind.FIXED, "relu")
 _KEYS = {"name", "description", "operators", "operator_groups", "operator_template", "activations",
          "activation_mode", "partial_channels", "cell"}
 _CELL_KEYS = {"steps", "inputs_per_node"}
@@ -59,7 +126,7 @@ class SearchSpace:
     name: str
     operators: tuple[str, ...] = DARTS_OPERATORS
     activations: tuple[str, ...] = ("relu",)
-    activation_mode: str = "fixed:relu"
+    activation_mode: ActivationMode = RELU  # text is parsed on construction
     steps: int = 4
     inputs_per_node: int = 2
     # ordered (group name, choices) pairs; a mapping is accepted and stored as such pairs
@@ -68,6 +135,7 @@ class SearchSpace:
     partial_channels: int = 1  # the PC-DARTS K this space is searched with unless a run says otherwise
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "activation_mode", ActivationMode.parse(self.activation_mode))
         if isinstance(self.operator_groups, Mapping):
             groups = self.operator_groups.items()
             object.__setattr__(self, "operator_groups", tuple((str(g), tuple(c)) for g, c in groups))
@@ -184,7 +252,8 @@ class SearchSpace:
             if op != "none"
         )
 
-    def architecture_parameters_per_edge(self, factorized: bool = True, activation_mode: str | None = None) -> int:
+    def architecture_parameters_per_edge(self, factorized: bool = True,
+                                         activation_mode: ActivationMode | str | None = None) -> int:
         """Architecture parameters of one edge, in ``activation_mode`` (default: the space's own).
 
         ``factorized=True``: what the super-network learns: α over the plain operators plus one slot for the
@@ -193,17 +262,15 @@ class SearchSpace:
         combination, as non-factorised search would need (Π|g| grouped operators, each times the activations
         where parameterised). PC-DARTS's edge-normalisation γ (one per edge, set by the run) is not counted.
         """
-        from .darts.modes import ActivationMode  # the modes module imports ops only; kept local anyway
-
-        kind = ActivationMode.parse(activation_mode or self.activation_mode).kind
-        n_act = len(self.activations) if kind in ("factorized", "non_factorized") else 1
+        mode = ActivationMode.parse(activation_mode or self.activation_mode)
+        n_act = len(self.activations) if mode.uses_activation_group else 1
         if not factorized:
             return sum(n_act if operation_spec(op).parameterized else 1 for op in self.all_operators)
-        per_act = n_act if kind == "non_factorized" else 1  # non-factorised: one α per activation
+        per_act = n_act if mode.expands_activations else 1  # non-factorised: one α per activation
         alpha = sum(per_act if operation_spec(op).parameterized else 1 for op in self.operators)
         if self.operator_groups:
             alpha += per_act if self.grouped_parameterized else 1
-        beta = len(self.activations) if kind == "factorized" else 0
+        beta = len(self.activations) if mode.searches_beta else 0
         return alpha + beta + sum(len(c) for _, c in self.operator_groups)
 
     def cell_count(self) -> int:
@@ -216,24 +283,18 @@ class SearchSpace:
         return self.cell_count() ** 2
 
 
-def load_search_space(path_or_name: str) -> SearchSpace:
+def _is_darts_space(name: str) -> bool:
+    return not name.startswith("randgrow")
+
+
+def load_search_space(path_or_name: str | Path) -> SearchSpace:
     """Read a space from a YAML file, or a shipped one by name (``darts``, ``a_darts``, ``pc_darts``,
     ``a_darts_groups``)."""
-    path = Path(path_or_name)
-    if not path.is_file() and (SPACE_DIR / f"{path_or_name}.yaml").is_file():
-        path = SPACE_DIR / f"{path_or_name}.yaml"
-    if not path.is_file():
-        raise NasError(f"search space file not found: {path_or_name}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        where = f" (line {line + 1})" if line is not None else ""
-        raise NasError(f"{path}: malformed YAML{where}") from None
-    return _space_from_dict(data, str(path))
+    document = read_yaml("spaces", path_or_name, "search space", keep=_is_darts_space)
+    return space_from_dict(document.data, document.source, document.stem)
 
 
-def _space_from_dict(data: Any, source: str) -> SearchSpace:
+def space_from_dict(data: Any, source: str, default_name: str = "space") -> SearchSpace:
     if not isinstance(data, dict):
         raise NasError(f"{source}: a search space must be a mapping")
     unknown = set(data) - _KEYS
@@ -258,10 +319,10 @@ def _space_from_dict(data: Any, source: str) -> SearchSpace:
         raise NasError(f"{source}: 'operator_template' must be a string such as \"{{conv}}_{{kernel}}\"")
     try:
         return SearchSpace(
-            name=str(data.get("name", Path(source).stem)),
+            name=str(data.get("name", default_name)),
             operators=tuple(data.get("operators", DARTS_OPERATORS)),
             activations=tuple(data.get("activations", ("relu",))),
-            activation_mode=str(data.get("activation_mode", "fixed:relu")),
+            activation_mode=ActivationMode.parse(str(data.get("activation_mode", "fixed:relu"))),
             steps=_int(cell.get("steps", 4), "cell.steps", source),
             inputs_per_node=_int(cell.get("inputs_per_node", 2), "cell.inputs_per_node", source),
             operator_groups=tuple((g, tuple(c)) for g, c in (groups or {}).items()),

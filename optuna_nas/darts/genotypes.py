@@ -8,18 +8,16 @@ edge input (A-DARTS). DARTS genotypes carry no activation: it defaults to ReLU.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from ..errors import NasError
+from ..ops import check_activation, operation_spec
 
-from .errors import NasError
-from .ops import check_activation, operation_spec
-
+# The two cells of a DARTS genotype, by the field names of the literature's Genotype (not RandGrow's layer
+# kinds, which are "normal" and "reduction" cells of a grown network).
 CELL_TYPES = ("normal", "reduce")
 
 
@@ -188,30 +186,3 @@ def load_genotype(name_or_path: str) -> Genotype:
     if isinstance(data, dict) and "genotype" in data:
         data = data["genotype"]
     return Genotype.from_dict(data)
-
-
-# ---------------------------------------------------------------- cost
-
-
-def network_cost(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
-    """``params`` (no auxiliary head) and ``flops`` (multiply-adds of one image), the cost every trial records."""
-    return {"params": count_parameters(model), "flops": count_multiply_adds(model, input_shape)}
-
-
-def count_parameters(model: nn.Module, exclude: Iterable[str] = ("auxiliary",)) -> int:
-    """Trainable parameters, leaving out names containing any of ``exclude`` (DARTS's convention)."""
-    skip = tuple(exclude)
-    return sum(p.numel() for name, p in model.named_parameters() if not any(s in name for s in skip))
-
-
-def count_multiply_adds(model: nn.Module, input_shape: Sequence[int]) -> int:
-    """Multiply-adds of one forward pass at batch 1 in eval mode (torch's FLOP counter counts 2 per MAC)."""
-    was_training = model.training
-    model.eval()
-    try:
-        device = next(model.parameters()).device
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(1, *input_shape, device=device))
-    finally:
-        model.train(was_training)
-    return int(counter.get_total_flops()) // 2
