@@ -17,11 +17,14 @@ parallel workers do: each computes the hull from what is stored when it asks.
 
 Choices the paper leaves open (documented here, tested in ``tests/randgrow/test_randgrow_sampler.py``):
 
-* The first trial of a study is the initial model. A worker that asks while the initial model is still
-  training in another trial (no completed trial yet, an earlier trial running) waits for it instead of
-  training a second initial model; stale trials of dead workers are failed through Optuna's heartbeat
-  (``fail_stale_trials``) while it waits. If the initial model's trial fails, the next trial becomes the
-  initial model.
+* The first trial of a study is the initial model. Every other model grows from a completed one, so a
+  worker that asks while the initial model is still training in another trial (no completed trial yet, an
+  earlier trial running) waits inside ``before_trial`` for it instead of training a second initial model.
+  That is the only wait, and it ends as soon as it can: the storage is read at once and then every
+  ``poll_seconds``, and ``before_trial`` returns as soon as the initial model completes (the trial grows
+  from it) or fails (the trial becomes the initial model). While it waits, the sampler beats for the
+  waiting trial on storages with heartbeats (so it is not failed as a dead worker's) and fails the stale
+  trials of dead workers (``fail_stale_trials``), so a killed initial model never blocks the others.
 * Only completed trials that carry a RandGrow architecture can be parents (a trial added by hand without
   one is ignored); failed, pruned and running trials never are.
 * A retried trial (``RetryFailedTrialCallback`` copies system attrs) keeps its proposal, so it trains the
@@ -92,6 +95,7 @@ def _as_json(raw: Any) -> str:
 def _system_attrs(trial: optuna.Trial | FrozenTrial) -> Mapping[str, Any]:
     if isinstance(trial, FrozenTrial):
         return trial.system_attrs
+    # optuna.Trial exposes no system attrs; its storage does, by the trial's private id
     return trial.storage.get_trial_system_attrs(trial._trial_id)
 
 
@@ -224,10 +228,21 @@ class RandGrowSampler(BaseSampler):
                 print(f"[randgrow] trial {trial.number} waits for the initial model (trial {earlier[0].number})",
                       file=sys.stderr)
                 announced = True
+            time.sleep(self.poll_seconds)
+            self._beat(study, trial)
             with warnings.catch_warnings():  # "experimental" since Optuna 2.9, and what heartbeats are for
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)  # a dead worker's initial model must not block us
-            time.sleep(self.poll_seconds)
+
+    @staticmethod
+    def _beat(study: Study, trial: FrozenTrial) -> None:
+        """One heartbeat for a trial that waits in ``before_trial`` (Optuna's heartbeat thread starts only
+        after ``ask`` returns). Samplers reach the storage through ``study._storage``, as Optuna's own do: no
+        public accessor exists, and ``_trial_id`` is the only id the storage takes."""
+        storage = study._storage
+        interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+        if interval:
+            storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
 
     @staticmethod
     def parent_candidates(study: Study) -> list[FrozenTrial]:
@@ -240,6 +255,8 @@ class RandGrowSampler(BaseSampler):
 
     @staticmethod
     def _record(study: Study, trial: FrozenTrial, proposal: Proposal) -> None:
+        # A sampler writes its trial's attrs through the storage, as Optuna's samplers do: a FrozenTrial in
+        # before_trial has no public setter, and the storage knows trials by their private id.
         storage, trial_id = study._storage, trial._trial_id
         for key, value in proposal_attrs(proposal).items():
             storage.set_trial_system_attr(trial_id, key, value)

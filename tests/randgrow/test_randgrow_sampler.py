@@ -151,6 +151,42 @@ def test_a_worker_waits_for_the_initial_model_of_another() -> None:
     assert asked and get_proposal(asked[0]).parent == initial.number  # type: ignore[union-attr]
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_a_trial_waiting_longer_than_the_grace_period_is_not_failed_as_dead(tmp_path) -> None:
+    """The initial model trains (and beats) on one worker far longer than the grace period while another worker
+    waits in before_trial, before Optuna's heartbeat thread exists: the sampler beats for the waiting trial, so
+    it is neither failed as a dead worker's nor left to write its proposal onto a finished trial."""
+    from optuna.storages.journal import JournalFileBackend
+
+    from optuna_nas.storage import Heartbeat, HeartbeatJournalStorage
+
+    storage = HeartbeatJournalStorage(JournalFileBackend(str(tmp_path / "journal.log")), Heartbeat(1, 2))
+    sampler = RandGrowSampler(SMALL, seed=0, poll_seconds=0.2, verbose=False)
+    study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler, storage=storage)
+    initial = study.ask()
+    asked: list[optuna.Trial] = []
+    errors: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            asked.append(study.ask())
+        except BaseException as exc:  # noqa: BLE001 - the test reports it below
+            errors.append(exc)
+
+    waiter = threading.Thread(target=ask)
+    waiter.start()
+    for _ in range(16):  # 4 s of training, twice the grace period; the initial model's worker beats
+        storage.record_heartbeat(initial._trial_id)
+        waiter.join(timeout=0.25)
+    assert waiter.is_alive() and not errors
+    study.tell(initial, [20.0, 100.0])
+    waiter.join(timeout=10)
+    assert not errors and asked
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    assert states == {0: TrialState.COMPLETE, 1: TrialState.RUNNING}  # nothing failed, nothing retried
+    assert get_proposal(asked[0]).parent == initial.number  # type: ignore[union-attr]
+
+
 def test_a_retried_trial_keeps_its_proposal() -> None:
     study = _study()
     study.tell(study.ask(), [20.0, 100.0])
