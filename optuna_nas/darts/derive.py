@@ -1,7 +1,8 @@
 """Genotype derivation (DARTS Section 2.4, with A-DARTS's activations and PC-DARTS's γ).
 
 For each intermediate node keep the two incoming edges whose strongest non-``none`` candidate is
-strongest (edge strength multiplied by the edge-normalisation weight under PC-DARTS); each kept edge
+strongest (edge strength multiplied by the edge-normalisation weight under PC-DARTS), listed strongest
+first as the reference implementation lists them; each kept edge
 takes that candidate's operator and, for parameterised operators, its activation: the edge's argmax β
 (factorised), the fixed one, the frozen one (Config-A), or the candidate's own (non-factorised).
 
@@ -49,9 +50,10 @@ def derive_cell(
         n_in = 2 + node
         rows = strength[start : start + n_in, usable]
         best_value, best_index = rows.max(dim=1)
-        # stable order: stronger first, ties broken by the lower input index
+        # strongest first, ties to the lower input index: the kept edges in DARTS's own order, so a derived
+        # genotype equals the reference implementation's and its networks register parameters alike
         order = sorted(range(n_in), key=lambda j: (-float(best_value[j]), j))[:inputs_per_node]
-        for j in sorted(order):
+        for j in order:
             cand = candidates[usable[int(best_index[j])]]
             acts = edge_activations[start + j]
             activation = None if cand.activation_index is None else acts[cand.activation_index]

@@ -34,11 +34,11 @@ def test_two_strongest_edges_per_node_by_best_non_none_operator() -> None:
                   13: ("dil_conv_3x3", 0.9)})
     acts = [("selu",)] * 14
     cell = derive_cell(w, CANDIDATES, 4, acts)
-    assert cell == (
+    assert cell == (  # per node, the stronger edge first (as DARTS lists them)
         Edge("sep_conv_3x3", 0, "selu"), Edge("max_pool_3x3", 1, None),  # 'none' never wins an edge
-        Edge("skip_connect", 0, None), Edge("dil_conv_5x5", 2, "selu"),
-        Edge("max_pool_3x3", 1, None), Edge("sep_conv_5x5", 3, "selu"),
-        Edge("avg_pool_3x3", 0, None), Edge("dil_conv_3x3", 4, "selu"),
+        Edge("dil_conv_5x5", 2, "selu"), Edge("skip_connect", 0, None),
+        Edge("sep_conv_5x5", 3, "selu"), Edge("max_pool_3x3", 1, None),
+        Edge("dil_conv_3x3", 4, "selu"), Edge("avg_pool_3x3", 0, None),
     )
 
 
@@ -108,8 +108,12 @@ def test_grouped_edges_take_the_argmax_of_each_group(mode: str, k: int) -> None:
         net.group_logits_normal_conv[0] = torch.tensor([0.0, 1.0, 3.0])  # edge 0: conv ...
         net.group_logits_normal_kernel[0] = torch.tensor([2.0, 0.0])  # ... 3x3
     genotype = derive_genotype(net)
-    assert genotype.normal[0].op == "conv_3x3" and genotype.normal[0].input == 0
-    assert {e.op for e in genotype.normal[1:]} == {e.op for e in genotype.reduce} == {"dil_conv_5x5"}
+    # node 0 keeps both its inputs (in strength order): the edge from input 0 is the conv_3x3
+    first, second = genotype.normal[:2]
+    from_input_0, from_input_1 = (first, second) if first.input == 0 else (second, first)
+    assert (from_input_0.op, from_input_1.input) == ("conv_3x3", 1)
+    assert {e.op for e in genotype.normal if e is not from_input_0} == {e.op for e in genotype.reduce} == \
+        {"dil_conv_5x5"}
     assert all(e.activation in ("relu", "selu") for e in genotype.normal + genotype.reduce)
 
 
