@@ -108,7 +108,7 @@ def growth(dataset: str, n_trials: int, workers: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         storage = f"sqlite:///{Path(tmp) / 'grow.db'}"
         args = ["optuna-nas", "search", "randgrow", "--dataset", dataset, "--storage", storage,
-                "--study-name", "growth", "--run-dir", str(Path(tmp) / "runs"), "--artifact-dir",
+                "--study-name", "growth", "--artifact-dir",
                 str(Path(tmp) / "artifacts"), "--cells-per-block", "2", "--channels", "16", "--epochs", "4",
                 "--cycles", "2", "--initial-epochs", "8", "--n-trials", str(n_trials), "--n-workers", str(workers),
                 "--quiet"]

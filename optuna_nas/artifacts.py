@@ -25,18 +25,31 @@ from .errors import NasError
 from .storage import set_study_system_attr, study_system_attrs
 from .train import Checkpointer
 
-DEFAULT_ARTIFACT_DIR = Path("optuna-nas-artifacts")
+DEFAULT_ARTIFACT_STORE = "optuna-nas-artifacts"
 AnyTrial = optuna.Trial | optuna.trial.FrozenTrial
+ArtifactStore = Any  # Optuna's ArtifactStore protocol (open_reader, write, remove): filesystem, S3, GCS, Backoff
 
 
-def open_artifact_store(path: str | Path) -> FileSystemArtifactStore:
-    """A file-system artifact store (a shared directory for many machines); created if missing."""
-    path = Path(path)
+def artifact_directory(location: str | Path) -> Path:
+    """The local directory of an artifact store given as a path or a ``file://`` URL."""
+    text = str(location)
+    return Path(text.removeprefix("file://")) if text.startswith("file://") else Path(text)
+
+
+def open_artifact_store(location: str | Path) -> FileSystemArtifactStore:
+    """The artifact store at ``location``: a directory (a path or ``file://PATH``, shared by many machines
+    through a shared filesystem), created if missing."""
+    path = artifact_directory(location)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise NasError(f"cannot use artifact directory {path}: {exc.strerror}") from None
     return FileSystemArtifactStore(path)
+
+
+def dashboard_command(storage: str, location: str | Path) -> str:
+    """The optuna-dashboard command that shows a study of ``storage`` with its artifacts."""
+    return f"optuna-dashboard {storage} --artifact-dir {artifact_directory(location)}"
 
 
 def _upload(trial: AnyTrial, store: Any, storage: BaseStorage | None, filename: str, write: Any) -> str:
@@ -51,6 +64,17 @@ def upload_state(trial: AnyTrial, store: Any, state: dict[str, torch.Tensor], fi
     """Upload a state dict (tensors on CPU) as ``filename``; returns the artifact id."""
     cpu = {key: value.detach().cpu() for key, value in state.items()}
     return _upload(trial, store, storage, filename, lambda path: torch.save(cpu, path))
+
+
+def upload_or_replace(trial: AnyTrial, store: ArtifactStore, path: Path, artifact_id: str | None) -> str:
+    """Upload the file at ``path``, or, given the ``artifact_id`` of an earlier upload, overwrite that artifact's
+    content: the trial keeps one artifact that changes (a figure redrawn every epoch) instead of one per
+    version. Returns the artifact id."""
+    if artifact_id is None:
+        return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
+    with path.open("rb") as content:
+        store.write(artifact_id, content)
+    return artifact_id
 
 
 def upload_json(trial: AnyTrial, store: Any, data: Any, filename: str, storage: BaseStorage | None = None) -> str:

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 
 from . import __version__
-from .artifacts import DEFAULT_ARTIFACT_DIR
+from .artifacts import DEFAULT_ARTIFACT_STORE, dashboard_command
 from .cost import count_multiply_adds, count_parameters
 from .darts.genotypes import load_genotype
 from .darts.model import IMAGENET_CHANNELS, IMAGENET_LAYERS, build_network
@@ -39,12 +40,13 @@ from .retrain import (
     best_trial_number,
     load_architecture,
     paper_training,
+    trained_weights,
 )
 from .storage import DEFAULT_STORAGE, Heartbeat, load_or_create_study, load_study_by_name
 from .study.runner import RunOptions, grid_status, run_study, study_name_of
 from .study.spec import load_study_file
 from .train import TrainSettings, resolve_device
-from .trials import DEFAULT_RUN_DIR, TrialContext, run_one_trial
+from .trials import TrialContext, run_one_trial
 
 SEARCH, SEARCH_SETTINGS, GROWTH, RETRAIN, HEARTBEAT = SearchJob(), SearchSettings(), GrowthSettings(), RetrainJob(), \
     Heartbeat()
@@ -73,11 +75,19 @@ def _add_storage(p: argparse.ArgumentParser, study_default: str | None, required
                        f"{study_default})")
 
 
-def _add_common(p: argparse.ArgumentParser, study_default: str, run_dir: bool = True) -> None:
+def _add_artifact_store(p: Any, what: str) -> None:
+    p.add_argument("--artifact-store", "--artifact-dir", dest="artifact_store", default=DEFAULT_ARTIFACT_STORE,
+                   metavar="DIR", help=f"Optuna artifact store for {what}: a directory or file://DIR, shared by "
+                   f"every worker (default {DEFAULT_ARTIFACT_STORE}; --artifact-dir is the same flag)")
+
+
+def _add_common(p: argparse.ArgumentParser, study_default: str, force: bool = True) -> None:
     g = p.add_argument_group("study")
     _add_storage(g, study_default)  # type: ignore[arg-type]
-    if run_dir:  # RandGrow keeps its checkpoints in the artifact store, with the weights
-        g.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR, help="where epoch checkpoints go")
+    _add_artifact_store(g, "epoch checkpoints, trained weights, architectures and drawings")
+    if force:
+        g.add_argument("--force", action="store_true",
+                       help="run again even when a completed trial of the study already holds this run's result")
     d = p.add_argument_group("data and device")
     d.add_argument("--dataset", default=DataSource().spec,
                    help="digits (embedded, default), cifar10, cifar100, npz:PATH, imagefolder:PATH, synthetic")
@@ -121,9 +131,7 @@ def _add_search_darts(engines: Any) -> None:
 
 def _add_search_randgrow(engines: Any) -> None:
     grow = engines.add_parser("randgrow", help="RandGrow: grow networks from the (cost, error) hull, many trials")
-    _add_common(grow, "randgrow", run_dir=False)
-    grow.add_argument("--artifact-dir", type=Path, default=DEFAULT_ARTIFACT_DIR,
-                      help="Optuna artifact store for model weights (share it between machines)")
+    _add_common(grow, "randgrow", force=False)
     g = grow.add_argument_group("search (defaults: the paper's CIFAR-10 search)")
     g.add_argument("--space", default=GROWTH.space,
                    help="RandGrow space file or shipped name (randgrow_macro, randgrow_cell): mode, N, F and the "
@@ -178,6 +186,9 @@ def _add_retrain(sub: Any) -> None:
     r.add_argument("--auxiliary-weight", type=float, default=None, help="0.4 (A-DARTS CIFAR), 0.2 (ImageNet)")
     r.add_argument("--no-auxiliary", action="store_true")
     r.add_argument("--no-cutout", action="store_true")
+    r.add_argument("--val-portion", type=float, default=None,
+                   help="score on this share of the training set, held out (e.g. 0.1; default: the test error, "
+                        "as the papers report it)")
     r.add_argument("--imagenet", action="store_true",
                    help="the ImageNet mobile-setting network and A-DARTS's ImageNet training (use imagefolder:PATH)")
     r.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -190,8 +201,7 @@ def _add_run(sub: Any) -> None:
     run.add_argument("--storage", default=DEFAULT_STORAGE,
                      help=f"Optuna storage URL or journal:PATH, shared by all workers (default {DEFAULT_STORAGE})")
     run.add_argument("--study-name", default=None, help="default: the file's name (+ -PRESET)")
-    run.add_argument("--artifact-dir", type=Path, default=DEFAULT_ARTIFACT_DIR,
-                     help="Optuna artifact store for checkpoints, weights, genotypes and cell drawings (share it)")
+    _add_artifact_store(run, "checkpoints, weights, genotypes and drawings")
     run.add_argument("--n-workers", type=_positive(int), default=1, help="local worker processes (joblib)")
     run.add_argument("--n-trials", type=_positive(int), default=None,
                      help="run at most this many new trials (default: until the grid is done)")
@@ -229,6 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_storage(export, None, required=True)
     export.add_argument("--trial", type=int, default=None, help="trial number (default: the best completed trial)")
     export.add_argument("-o", "--output", type=Path, required=True, help="the JSON file to write")
+    export.add_argument("--weights", action="store_true",
+                        help="also write the trial's trained weights beside it (OUTPUT with .pt), read from the "
+                             "artifact store")
+    _add_artifact_store(export, "the trained weights (with --weights)")
 
     info = sub.add_parser("info", help="parameters and multiply-adds of a genotype, or a space's size")
     info.add_argument("arch", nargs="?", help="built-in genotype name or JSON file")
@@ -248,9 +262,21 @@ def _data(args: argparse.Namespace) -> DataSource:
     return DataSource(args.dataset, args.data_root, args.download)
 
 
-def _context(args: argparse.Namespace, artifact_dir: Path | None = None) -> TrialContext:
-    return TrialContext(device=args.device, run_dir=getattr(args, "run_dir", DEFAULT_RUN_DIR),
-                        artifact_dir=artifact_dir, verbose=not args.quiet)
+def _context(args: argparse.Namespace) -> TrialContext:
+    return TrialContext(device=args.device, artifact_store=args.artifact_store, verbose=not args.quiet)
+
+
+def _cli_study(args: argparse.Namespace, name: str, direction: str, metric: str) -> optuna.Study:
+    """A study for single runs: never pruned (its trials are not a sweep; Optuna's default would prune them)."""
+    study = load_or_create_study(args.storage, name, [direction], [metric])
+    study.pruner = optuna.pruners.NopPruner()
+    return study
+
+
+def _held(trial: optuna.trial.FrozenTrial, ran: bool, study: optuna.Study) -> None:
+    if not ran:
+        print(f"trial {trial.number} of {study.study_name!r} already holds this result; nothing to run "
+              "(--force runs it again)", file=sys.stderr)
 
 
 def cmd_search_darts(args: argparse.Namespace) -> int:
@@ -262,9 +288,11 @@ def cmd_search_darts(args: argparse.Namespace) -> int:
                     partial_channels=args.partial_channels, recompute_cells=args.recompute_cells,
                     channels=args.channels, layers=args.layers, settings=settings)
     # space, mode and data are validated before storage is touched
-    objective = DartsSearchObjective(job, _data(args).load(), _context(args))
-    study = load_or_create_study(args.storage, args.study_name, ["maximize"], ["val_acc"])
-    trial = run_one_trial(study, objective)
+    context = _context(args)
+    objective = DartsSearchObjective(job, _data(args).load(), context)
+    study = _cli_study(args, args.study_name, "maximize", "val_acc")
+    trial, ran = run_one_trial(study, objective, objective.run_key(study.study_name), context, args.force)
+    _held(trial, ran, study)
     genotype = trial.user_attrs["genotype"]
     if args.output:
         args.output.write_text(json.dumps({"genotype": genotype}, indent=2))
@@ -272,6 +300,8 @@ def cmd_search_darts(args: argparse.Namespace) -> int:
           f"params, {trial.user_attrs['flops']:,} multiply-adds  ({trial.user_attrs['search_seconds']:.0f} s)")
     print(json.dumps(genotype))
     print(f"see it: optuna trials --storage {args.storage} --study-name {args.study_name}")
+    print(f"        {dashboard_command(args.storage, args.artifact_store)}   (weights and figures in "
+          f"{args.artifact_store})")
     return 0
 
 
@@ -281,8 +311,7 @@ def cmd_search_randgrow(args: argparse.Namespace) -> int:
                               val_portion=args.val_portion, seed=args.seed, epochs=args.epochs, cycles=args.cycles,
                               initial_epochs=args.initial_epochs, batch_size=args.batch_size, lr=args.lr,
                               function_preserving=args.function_preserving, cutout=not args.no_cutout)
-    search = RandGrowSearch.from_settings(args.storage, args.study_name, settings, _data(args),
-                                          _context(args, args.artifact_dir))
+    search = RandGrowSearch.from_settings(args.storage, args.study_name, settings, _data(args), _context(args))
     study = run_randgrow(search, args.n_workers)
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     print(f"{len(complete)} models trained; the lower convex hull of ({args.cost}, validation error):")
@@ -293,7 +322,7 @@ def cmd_search_randgrow(args: argparse.Namespace) -> int:
               f"{t.values[0]:>12.2f}")
     print(f"export the best: optuna-nas retrain --storage {args.storage} --study-name {args.study_name} "
           f"--trial N --dataset {args.dataset}")
-    print(f"see it: optuna-dashboard {args.storage} --artifact-dir {args.artifact_dir}")
+    print(f"see it: {dashboard_command(args.storage, args.artifact_store)}")
     return 0
 
 
@@ -313,7 +342,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     if (args.arch is None) == (args.trial is None):
         raise NasError("retrain needs an architecture: ARCH (name or JSON file) or --trial N of --study-name")
     if args.trial is not None:
-        architecture = architecture_of_trial(args.storage, args.study_name, args.trial)
+        architecture = architecture_of_trial(load_study_by_name(args.storage, args.study_name), args.trial)
         study_name = args.retrain_study or f"{args.study_name}-retrain"
     else:
         architecture = load_architecture(args.arch)
@@ -321,28 +350,35 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     network = {"channels": IMAGENET_CHANNELS, "layers": IMAGENET_LAYERS} if args.imagenet else {}
     chosen = {"channels": args.channels, "layers": args.layers}
     job = RetrainJob(architecture=architecture, imagenet=args.imagenet, auxiliary=not args.no_auxiliary,
-                     activation=args.activation, seed=args.seed,
+                     activation=args.activation, val_portion=args.val_portion, seed=args.seed,
                      settings=_retrain_settings(args, paper_training(architecture, args.imagenet)),
                      **{**network, **{k: v for k, v in chosen.items() if v is not None}})
     # architecture and data are validated before the study is touched
-    objective = RetrainObjective(job, _data(args).load(), _context(args))
-    study = load_or_create_study(args.storage, study_name, ["minimize"], ["test_error"])
+    context = _context(args)
+    objective = RetrainObjective(job, _data(args).load(), context)
+    metric = job.metric
+    study = _cli_study(args, study_name, "minimize", metric)
     errors = []
     for run in range(args.runs):
         job = objective.job = replace(job, seed=args.seed + run)  # one data load for every run
-        trial = run_one_trial(study, objective)
+        trial, ran = run_one_trial(study, objective, objective.run_key(study.study_name), context, args.force)
+        _held(trial, ran, study)
         errors.append(float(trial.value))
-        result = {"trial": trial.number, "seed": job.seed, "test_error": trial.value,
-                  "params": trial.user_attrs["params"], "flops": trial.user_attrs["flops"]}
+        result = {"trial": trial.number, "seed": job.seed, metric: trial.value,
+                  "test_error": trial.user_attrs["test_error"], "params": trial.user_attrs["params"],
+                  "flops": trial.user_attrs["flops"]}
         if args.json:
             print(json.dumps(result))
         else:
-            print(f"trial {trial.number} (seed {job.seed}): test error {trial.value:.2f}%  {result['params']:,} "
-                  f"params  {result['flops']:,} multiply-adds")
+            held_out = f"validation error {trial.value:.2f}%, " if metric == "val_error" else ""
+            print(f"trial {trial.number} (seed {job.seed}): {held_out}test error {result['test_error']:.2f}%  "
+                  f"{result['params']:,} params  {result['flops']:,} multiply-adds")
     if args.runs > 1:
         mean, std = statistics.fmean(errors), statistics.stdev(errors)
-        print(json.dumps({"runs": args.runs, "test_error_mean": mean, "test_error_std": std}) if args.json
-              else f"test error over {args.runs} runs: {mean:.2f} ± {std:.2f}%")
+        print(json.dumps({"runs": args.runs, f"{metric}_mean": mean, f"{metric}_std": std}) if args.json
+              else f"{metric.replace('_', ' ')} over {args.runs} runs: {mean:.2f} ± {std:.2f}%")
+    print(f"see it: {dashboard_command(args.storage, args.artifact_store)}   (weights: the artifact weights.pt of "
+          "each trial)", file=sys.stderr)
     return 0
 
 
@@ -351,7 +387,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     devices = tuple(d.strip() for d in args.devices.split(",") if d.strip()) or ("auto",)
     for device in devices:
         resolve_device(device)  # a missing GPU is one line now, not a failed trial later
-    options = RunOptions(storage=args.storage, artifact_dir=args.artifact_dir, study_name=args.study_name,
+    options = RunOptions(storage=args.storage, artifact_store=args.artifact_store, study_name=args.study_name,
                          n_workers=args.n_workers, n_trials=args.n_trials, devices=devices,
                          heartbeat=Heartbeat(args.heartbeat_interval, args.grace_period), verbose=not args.quiet)
     if args.dry_run:
@@ -371,7 +407,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     study = run_study(spec, options)
     print(format_table(study), end="")
-    print(f"see it: optuna-dashboard {args.storage} --artifact-dir {args.artifact_dir}")
+    print(f"see it: {dashboard_command(args.storage, args.artifact_store)}")
     return 0
 
 
@@ -387,17 +423,27 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     study = load_study_by_name(args.storage, args.study_name)
     number = args.trial if args.trial is not None else best_trial_number(study)
-    architecture = architecture_of_trial(args.storage, args.study_name, number)
-    text = json.dumps(architecture_to_dict(architecture), indent=2)
-    tmp = args.output.with_name(args.output.name + ".tmp")
-    try:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text + "\n", encoding="utf-8")
-        tmp.replace(args.output)  # never a half-written file where the user expects an architecture
-    except OSError as exc:
-        raise NasError(f"cannot write {args.output}: {exc.strerror}") from None
+    architecture = architecture_of_trial(study, number)
+    weights = trained_weights(study, number, args.artifact_store) if args.weights else None
+    text = json.dumps(architecture_to_dict(architecture), indent=2) + "\n"
+    _write_atomically(args.output, lambda path: path.write_text(text, encoding="utf-8"))
     print(f"trial {number} of {args.study_name!r} -> {args.output}")
+    if weights is not None:
+        weights_path = args.output.with_suffix(".pt")
+        _write_atomically(weights_path, lambda path: torch.save(weights, path))
+        print(f"trial {number}'s trained weights -> {weights_path} (torch.load(..., weights_only=True))")
     return 0
+
+
+def _write_atomically(target: Path, write: Any) -> None:
+    """Never a half-written file where the user expects one: write beside it, then rename."""
+    tmp = target.with_name(target.name + ".tmp")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        tmp.replace(target)
+    except OSError as exc:
+        raise NasError(f"cannot write {target}: {exc.strerror}") from None
 
 
 def cmd_info(args: argparse.Namespace) -> int:

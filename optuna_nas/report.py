@@ -28,12 +28,17 @@ class Row:
     values: list[float]
     params: list[float]
     flops: list[float]
-    search_hours: list[float]
-    search_unit: str
+    search_hours: list[float]  # wall clock, on ``search_device``
+    search_device: str
+    test_errors: list[float]  # recorded beside the value when the study scores on held-out data
 
     @staticmethod
     def _mean(xs: list[float]) -> float | None:
         return statistics.fmean(xs) if xs else None
+
+    @staticmethod
+    def _std(xs: list[float]) -> float:
+        return statistics.stdev(xs) if len(xs) > 1 else 0.0
 
     @property
     def mean(self) -> float:
@@ -41,21 +46,34 @@ class Row:
 
     @property
     def std(self) -> float:
-        return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
+        return self._std(self.values)
 
     def as_dict(self, metric: str) -> dict[str, Any]:
         params, flops, hours = self._mean(self.params), self._mean(self.flops), self._mean(self.search_hours)
-        return {"configuration": self.configuration, "runs": len(self.values), f"{metric}_mean": round(self.mean, 4),
-                f"{metric}_std": round(self.std, 4),
-                "params_m": None if params is None else round(params / 1e6, 4),
-                "flops_m": None if flops is None else round(flops / 1e6, 3),
-                f"search_{self.search_unit}_hours": None if hours is None else round(hours, 5)}
+        out: dict[str, Any] = {"configuration": self.configuration, "runs": len(self.values),
+                               f"{metric}_mean": round(self.mean, 4), f"{metric}_std": round(self.std, 4)}
+        if metric != "test_error":
+            test = self._mean(self.test_errors)
+            out["test_error_mean"] = None if test is None else round(test, 4)
+            out["test_error_std"] = None if test is None else round(self._std(self.test_errors), 4)
+        out.update({"params_m": None if params is None else round(params / 1e6, 4),
+                    "flops_m": None if flops is None else round(flops / 1e6, 3),
+                    "search_hours": None if hours is None else round(hours, 5), "search_device": self.search_device})
+        return out
 
 
 def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
     """Completed trials that count (a duplicate that gave way to another worker does not)."""
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if "duplicate_of" not in t.user_attrs]
+
+
+def _search_hours(trial: FrozenTrial) -> float | None:
+    """Wall-clock search hours (older studies named them search_gpu_hours or search_cpu_hours)."""
+    for name in ("search_wall_hours", "search_gpu_hours", "search_cpu_hours"):
+        if name in trial.user_attrs:
+            return float(trial.user_attrs[name])
+    return None
 
 
 def table_rows(study: optuna.Study) -> list[Row]:
@@ -72,12 +90,12 @@ def table_rows(study: optuna.Study) -> list[Row]:
         ts = groups.get(name)
         if not ts:
             continue
-        unit = "gpu" if any("search_gpu_hours" in t.user_attrs for t in ts) else "cpu"
+        devices = sorted({str(t.user_attrs["search_device"]) for t in ts if "search_device" in t.user_attrs})
         rows.append(Row(name, [float(t.value) for t in ts],  # type: ignore[arg-type]
                         [float(t.user_attrs["params"]) for t in ts if "params" in t.user_attrs],
                         [float(t.user_attrs["flops"]) for t in ts if "flops" in t.user_attrs],
-                        [float(t.user_attrs[f"search_{unit}_hours"]) for t in ts
-                         if f"search_{unit}_hours" in t.user_attrs], unit))
+                        [h for h in map(_search_hours, ts) if h is not None], ", ".join(devices),
+                        [float(t.user_attrs["test_error"]) for t in ts if "test_error" in t.user_attrs]))
     return rows
 
 
@@ -86,7 +104,8 @@ def metric_name(study: optuna.Study) -> str:
 
 
 def format_table(study: optuna.Study, fmt: str = "markdown") -> str:
-    """The study's table as Markdown (paper style, ``mean ± std``) or CSV (one number per cell)."""
+    """The study's table as Markdown (paper style, ``mean ± std``) or CSV (one number per cell). A study that
+    scores on held-out data shows the test error beside its metric."""
     if len(study.directions) == 2:
         return _hull_table(study, fmt)
     rows = table_rows(study)
@@ -100,17 +119,23 @@ def format_table(study: optuna.Study, fmt: str = "markdown") -> str:
         writer.writeheader()
         writer.writerows(dicts)
         return out.getvalue()
-    unit = rows[0].search_unit.upper()
-    lines = [f"| configuration | runs | {metric} (mean ± std) | params (M) | multiply-adds (M) | search ({unit}-h) |",
-             "|---|---:|---:|---:|---:|---:|"]
+
+    def show(value: float | None, digits: int) -> str:
+        return "–" if value is None else f"{value:.{digits}f}"
+
+    test_column = metric != "test_error"
+    devices = ", ".join(sorted({r.search_device for r in rows if r.search_device})) or "device"
+    lines = [f"| configuration | runs | {metric} (mean ± std) |" + (" test_error (mean ± std) |" if test_column else "")
+             + f" params (M) | multiply-adds (M) | search (h, {devices}) |",
+             "|---|---:|---:|" + ("---:|" if test_column else "") + "---:|---:|---:|"]
     for r in rows:
         d = r.as_dict(metric)
-
-        def show(value: float | None, digits: int) -> str:
-            return "–" if value is None else f"{value:.{digits}f}"
-
-        lines.append(f"| {r.configuration} | {len(r.values)} | {r.mean:.2f} ± {r.std:.2f} | {show(d['params_m'], 2)} "
-                     f"| {show(d['flops_m'], 1)} | {show(d[f'search_{r.search_unit}_hours'], 3)} |")
+        test = ""
+        if test_column:
+            mean, std = d["test_error_mean"], d["test_error_std"]
+            test = " – |" if mean is None else f" {mean:.2f} ± {std:.2f} |"
+        lines.append(f"| {r.configuration} | {len(r.values)} | {r.mean:.2f} ± {r.std:.2f} |{test} "
+                     f"{show(d['params_m'], 2)} | {show(d['flops_m'], 1)} | {show(d['search_hours'], 3)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -6,6 +6,11 @@ RandGrow trials carry the sampler's architecture, DARTS searches a ``genotype`` 
 
 The defaults are A-DARTS's CIFAR-10 retraining for genotypes (C=36, 20 cells, 600 epochs), its ImageNet
 mobile setting with ``imagenet``, and RandGrow's final training for grown architectures.
+
+What a retraining trial reports, every epoch, is exactly what it returns: the test error as the papers
+report it, or, with ``val_portion`` (as every study that samples or prunes sets it), the error on that share
+of the training set, held out and never trained on; the test error is then a user attr only. Its trained
+weights are an artifact (``weights.pt``) from which :func:`load_trained_network` rebuilds the network.
 """
 
 from __future__ import annotations
@@ -16,20 +21,31 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
+from optuna.trial import FrozenTrial
 
+from .artifacts import download_state, find_artifact, open_artifact_store, upload_state
 from .cost import network_cost
 from .darts.genotypes import Genotype, load_genotype
 from .darts.model import CIFAR_CHANNELS, CIFAR_LAYERS, DiscreteNetwork, build_network
-from .data import ImageDataset
+from .darts.objective import upload_genotype
+from .data import ImageDataset, split_indices
 from .errors import NasError
 from .randgrow.architecture import FORMAT as RANDGROW_FORMAT
 from .randgrow.architecture import Architecture
 from .randgrow.network import RandGrowNetwork
-from .randgrow.objective import FINAL_TRAINING
+from .randgrow.objective import FINAL_TRAINING, upload_grown_architecture
+from .randgrow.objective import WEIGHTS_FILE as GROWN_WEIGHTS_FILE
 from .randgrow.sampler import get_proposal
-from .storage import load_study_by_name, run_key
-from .train import TrainSettings, resolve_device, seed_everything, train_classifier
+from .storage import run_key, storage_of, trial_by_number
+from .train import TrainSettings, evaluate_split, resolve_device, seed_everything, train_classifier
 from .trials import TrialContext, checkpointer_for, report_to_trial, suggest_fixed_int
+
+WEIGHTS_FILE = "weights.pt"
+# The held-out share a study that samples (TPE, random) or prunes scores its retraining trials on, and the seed
+# that draws it: the same images for every trial of a study, so their scores compare.
+SELECTION_VAL_PORTION = 0.1
+SPLIT_SEED = 0
 
 AnyArchitecture = Genotype | Architecture
 
@@ -58,14 +74,9 @@ def best_trial_number(study: optuna.Study) -> int:
     return min(complete, key=lambda t: (sign * t.values[0], t.number)).number
 
 
-def architecture_of_trial(storage_url: str, study_name: str, number: int) -> AnyArchitecture:
+def architecture_of_trial(study: optuna.Study, number: int) -> AnyArchitecture:
     """The architecture trial ``number`` of a study found (RandGrow), derived (DARTS search) or trained."""
-    study = load_study_by_name(storage_url, study_name)
-    trials = study.get_trials(deepcopy=False)
-    match = [t for t in trials if t.number == number]
-    if not match:
-        raise NasError(f"study {study_name!r} has no trial {number} (it has {len(trials)} trials)")
-    trial = match[0]
+    trial = _trial(study, number)
     proposal = get_proposal(trial)
     if proposal is not None:
         return proposal.architecture
@@ -73,7 +84,51 @@ def architecture_of_trial(storage_url: str, study_name: str, number: int) -> Any
         return Genotype.from_dict(trial.user_attrs["genotype"])
     if "architecture" in trial.user_attrs:  # a RandGrow model's final training (a JSON string)
         return Architecture.from_json(trial.user_attrs["architecture"])
-    raise NasError(f"trial {number} of {study_name!r} has no architecture (state {trial.state.name})")
+    raise NasError(f"trial {number} of {study.study_name!r} has no architecture (state {trial.state.name})")
+
+
+def _trial(study: optuna.Study, number: int) -> FrozenTrial:
+    if not 0 <= number < len(study.get_trials(deepcopy=False)):
+        raise NasError(f"study {study.study_name!r} has no trial {number} "
+                       f"(it has {len(study.get_trials(deepcopy=False))} trials)")
+    return trial_by_number(study, number)
+
+
+def trained_weights(study: optuna.Study, number: int, artifact_store: str) -> dict[str, torch.Tensor]:
+    """The trained weights trial ``number`` uploaded (a retraining's, or a RandGrow model's), loaded with
+    ``weights_only=True``."""
+    trial = _trial(study, number)
+    artifact = None
+    for filename in (WEIGHTS_FILE, GROWN_WEIGHTS_FILE):
+        artifact = artifact or find_artifact(trial, storage_of(study), filename)
+    if artifact is None:
+        what = "a search: its super-network is the artifact supernet.pt; retrain its genotype" \
+            if "genotype" in trial.user_attrs and "network" not in trial.user_attrs else f"state {trial.state.name}"
+        raise NasError(f"trial {number} of {study.study_name!r} has no trained weights ({what})")
+    return download_state(open_artifact_store(artifact_store), artifact)
+
+
+def load_trained_network(study: optuna.Study, number: int, artifact_store: str) -> torch.nn.Module:
+    """The trained network of trial ``number`` (a retraining trial or a RandGrow growth trial), rebuilt from
+    the trial's architecture and shape and loaded with its weights, in eval mode::
+
+        study = optuna.load_study(study_name="retrain", storage="sqlite:///optuna-nas.db")
+        net = load_trained_network(study, 0, "optuna-nas-artifacts")
+    """
+    trial = _trial(study, number)
+    weights = trained_weights(study, number, artifact_store)
+    architecture = architecture_of_trial(study, number)
+    if isinstance(architecture, Architecture):
+        net: torch.nn.Module = RandGrowNetwork(architecture)
+    else:
+        shape = trial.user_attrs["network"]
+        net = build_network(architecture, shape["num_classes"], shape["in_channels"], shape["channels"],
+                            shape["layers"], shape["imagenet"], shape["auxiliary"])
+    try:
+        net.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise NasError(f"trial {number}'s weights do not fit its architecture ({str(exc).splitlines()[0]})") from None
+    return net.eval()
 
 
 def architecture_to_dict(architecture: AnyArchitecture) -> dict:
@@ -105,6 +160,7 @@ class RetrainJob:
     built-in genotype name or a JSON file). ``channels``, ``layers``, ``imagenet``, ``auxiliary`` and
     ``activation`` shape DARTS networks; a RandGrow architecture carries its own skeleton, whose classifier
     and stem are fitted to the dataset (so a CIFAR-10 model retrains on CIFAR-100, as in the paper's Table 2).
+    ``val_portion``: score on this share of the training set, held out (None: the test error, as the papers).
     """
 
     architecture: str | AnyArchitecture = "DARTS_V2"
@@ -113,12 +169,24 @@ class RetrainJob:
     imagenet: bool = False  # the mobile-setting network (use with imagefolder:PATH)
     auxiliary: bool = True
     activation: str | None = None  # override every edge's activation (Table 2 "factorized → ReLU")
+    val_portion: float | None = None
     seed: int = 0
     settings: TrainSettings = field(default_factory=TrainSettings)
 
+    def __post_init__(self) -> None:
+        if self.val_portion is not None and not 0.0 < self.val_portion < 1.0:
+            raise NasError(f"val_portion must be between 0 and 1 (a share of the training set), got "
+                           f"{self.val_portion}")
+
+    @property
+    def metric(self) -> str:
+        """What the trial reports and returns: ``val_error`` on the held-out share, else ``test_error``."""
+        return "val_error" if self.val_portion else "test_error"
+
 
 class RetrainObjective:
-    """One retraining as one trial; returns the final test error (%).
+    """One retraining as one trial; returns, and reports every epoch, the error :attr:`RetrainJob.metric`
+    names (%).
 
     The architecture and its network are built (and so validated) on construction, before any trial exists.
     """
@@ -136,6 +204,11 @@ class RetrainObjective:
         else:
             self.architecture = arch.with_activation(job.activation) if job.activation else arch
         self.cost = network_cost(self.network(auxiliary=False), data.input_shape)
+        if job.val_portion:  # the held-out images, the same for every trial (checked now: a split may not fit)
+            self.split: tuple[list[int], list[int]] | None = split_indices(
+                len(data.train), 1.0 - job.val_portion, torch.Generator().manual_seed(SPLIT_SEED), job.val_portion)
+        else:
+            self.split = None
 
     def network(self, auxiliary: bool) -> DiscreteNetwork | RandGrowNetwork:
         """A freshly initialised network of the architecture, shaped for the dataset."""
@@ -145,6 +218,21 @@ class RetrainObjective:
         return build_network(self.architecture, data.num_classes, data.in_channels, job.channels, job.layers,
                              job.imagenet, auxiliary)
 
+    def _described(self) -> dict[str, Any]:
+        # a RandGrow architecture is a JSON string, as on the search's trials (cheap for Optuna to copy)
+        if isinstance(self.architecture, Architecture):
+            return {"architecture": self.architecture.to_json()}
+        return {"genotype": self.architecture.to_dict()}
+
+    def run_key(self, scope: str, seed: int | None = None) -> str:
+        """Names this retraining's configuration within a study: its checkpoint, and its completed trial."""
+        job = self.job
+        seed = job.seed if seed is None else seed
+        return run_key(scope, {**self._described(), "dataset": self.data.name, "channels": job.channels,
+                               "layers": job.layers, "imagenet": job.imagenet, "seed": seed,
+                               **({"val_portion": job.val_portion} if job.val_portion else {}),
+                               **asdict(job.settings)})
+
     def categorical_params(self) -> dict[str, Any]:
         return {"activation_override": self.job.activation or "none"}
 
@@ -153,23 +241,37 @@ class RetrainObjective:
         return self.train(trial, suggest_fixed_int(trial, "seed", self.job.seed))
 
     def train(self, trial: optuna.Trial, seed: int) -> float:
-        """Train (or resume) the architecture inside ``trial`` with ``seed``; returns the test error (%)."""
+        """Train (or resume) the architecture inside ``trial`` with ``seed``; the trained weights, the
+        architecture and its drawing become artifacts. Returns the error :attr:`RetrainJob.metric` names."""
         job, data, s, context = self.job, self.data, self.job.settings, self.context
         generator = seed_everything(seed)
         device = resolve_device(context.device)
         net = self.network(job.auxiliary)
-        # a RandGrow architecture is a JSON string, as on the search's trials (cheap for Optuna to copy)
-        described: dict[str, Any] = ({"architecture": self.architecture.to_json()}
-                                     if isinstance(self.architecture, Architecture)
-                                     else {"genotype": self.architecture.to_dict()})
-        for name, value in {**self.cost, **described, "dataset": data.name}.items():
+        shape = {"channels": job.channels, "layers": job.layers, "imagenet": job.imagenet, "auxiliary": job.auxiliary,
+                 "num_classes": data.num_classes, "in_channels": data.in_channels}
+        key = self.run_key(trial.study.study_name, seed)
+        for name, value in {**self.cost, **self._described(), "dataset": data.name, "run_key": key,
+                            "network": shape, "metric": job.metric}.items():
             trial.set_user_attr(name, value)
-        key = run_key(trial.study.study_name, {**described, "dataset": data.name,
-                                               "channels": job.channels, "layers": job.layers,
-                                               "imagenet": job.imagenet, "seed": seed, **asdict(s)})
-        history = train_classifier(net, data, s, device, generator,
-                                   checkpointer_for(trial, f"retrain-{key}", context),
-                                   [report_to_trial(trial, "test_acc")], "retrain", context.verbose)
-        test_error = 100.0 - float(history[-1]["test_acc"])
-        trial.set_user_attr("test_error", round(test_error, 3))
-        return test_error
+        metric = job.metric
+        checkpoint = checkpointer_for(trial, f"retrain-{key}", context)
+        callbacks = [report_to_trial(trial, metric)]
+        if self.split is None:
+            history = train_classifier(net, data, s, device, generator, checkpoint, callbacks, "retrain",
+                                       context.verbose)
+            test = {k: history[-1][k] for k in ("test_acc", "test_error")}
+        else:
+            history = train_classifier(net, data, s, device, generator, checkpoint, callbacks, "retrain",
+                                       context.verbose, train_indices=self.split[0], eval_split="train",
+                                       eval_indices=self.split[1])
+            test = evaluate_split(net, data, "test", s, device)  # recorded for people, never reported
+            trial.set_user_attr("val_error", round(float(history[-1]["val_error"]), 3))
+        trial.set_user_attr("test_error", round(float(test["test_error"]), 3))
+        trial.set_user_attr("test_acc", round(float(test["test_acc"]), 3))
+        store = open_artifact_store(context.artifact_store)
+        upload_state(trial, store, net.state_dict(), WEIGHTS_FILE)
+        if isinstance(self.architecture, Architecture):
+            upload_grown_architecture(trial, store, self.architecture)
+        else:
+            upload_genotype(trial, store, self.architecture)
+        return float(history[-1][metric])

@@ -89,18 +89,26 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         return self._stale_callback
 
 
-def open_storage(url: str, heartbeat: bool | Heartbeat = False) -> BaseStorage:
+class MissingStorage(NasError):
+    """A storage that does not exist yet, opened only to read: nothing was created."""
+
+
+def open_storage(url: str, heartbeat: bool | Heartbeat = False, create: bool = True) -> BaseStorage:
     """An Optuna storage for ``url``; a wrong URL is one clear error, not a traceback.
 
     ``heartbeat`` (True for the defaults of :class:`Heartbeat`): each running trial beats every interval; a
     trial silent for the grace period (its worker died) is marked failed and queued again with the same
     parameters and attrs (``RetryHeartbeatStaleTrialCallback``), so it resumes from its checkpoint.
+    ``create=False`` (reading only: report, export, a dry run) creates nothing: a missing file raises
+    :class:`MissingStorage` and a database keeps its tables as they are.
     """
     beat = Heartbeat() if heartbeat is True else heartbeat or None
     if url.startswith("journal:"):
         path = url.removeprefix("journal:").removeprefix("//")
         if not path:
             raise NasError("journal storage needs a file: journal:PATH")
+        if not create and not Path(path).is_file():
+            raise MissingStorage(f"{path} does not exist")
         try:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             backend = JournalFileBackend(path)
@@ -111,10 +119,13 @@ def open_storage(url: str, heartbeat: bool | Heartbeat = False) -> BaseStorage:
         raise NasError(f"storage {url!r} is not a URL; use sqlite:///FILE.db, postgresql://…, mysql://… "
                        "or journal:PATH")
     url = _with_installed_driver(url)
+    sqlite_file = url.split(":///", 1)[1] if url.startswith("sqlite:///") else ""
+    if not create and sqlite_file and sqlite_file != ":memory:" and not Path(sqlite_file).is_file():
+        raise MissingStorage(f"{sqlite_file} does not exist")
     try:
         with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and exactly what we need
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            options: dict[str, Any] = {}
+            options: dict[str, Any] = {"skip_table_creation": not create}
             if beat:
                 options = {"heartbeat_interval": beat.interval, "grace_period": beat.grace,
                            "heartbeat_stale_trial_callback": beat.retry_callback()}
@@ -146,7 +157,11 @@ def load_or_create_study(storage_url: str, study_name: str, directions: list[str
                                     sampler=sampler, load_if_exists=True)
     except ValueError as exc:  # e.g. an existing study with other directions
         raise NasError(f"study {study_name!r}: {exc}") from None
-    if list(study.metric_names or []) != metric_names:
+    stored = list(study.metric_names or [])
+    if stored and stored != metric_names:
+        raise NasError(f"study {study_name!r} holds trials that report {', '.join(stored)}; this run reports "
+                       f"{', '.join(metric_names)}: use another --study-name")
+    if not stored:
         with warnings.catch_warnings():  # metric names are "experimental" in Optuna, and we rely on them
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(metric_names)
@@ -154,11 +169,21 @@ def load_or_create_study(storage_url: str, study_name: str, directions: list[str
 
 
 def load_study_by_name(storage_url: str, study_name: str) -> optuna.Study:
-    """An existing study; a missing one is one clear error."""
+    """An existing study, opened without creating anything: a missing file, database schema or study is one
+    clear error."""
+    missing = f"no study {study_name!r} in {storage_url}"
     try:
-        return optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
+        storage = open_storage(storage_url, create=False)
+    except MissingStorage as exc:
+        raise NasError(f"{missing} ({exc})") from None
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
-        raise NasError(f"no study {study_name!r} in {storage_url}") from None
+        raise NasError(missing) from None
+    except Exception as exc:  # a database without Optuna's tables: the driver's error, as one line
+        if isinstance(exc, NasError):
+            raise
+        raise NasError(f"{missing} ({type(exc).__name__})") from None
 
 
 # Study system attrs hold what users should not edit (a study's token, the pointer to a run's latest checkpoint),

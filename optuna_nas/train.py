@@ -266,7 +266,7 @@ def supervised_epoch(model: nn.Module, batches: Any, optimizer: torch.optim.Opti
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Any, device: torch.device, amp: bool = True,
              prefix: str = "val") -> dict[str, float]:
-    """Loss and top-1 accuracy (percent) in eval mode."""
+    """Loss, top-1 accuracy and error (percent) in eval mode."""
     model.eval()
     criterion = nn.CrossEntropyLoss()
     loss_meter, acc_meter = AverageMeter(), AverageMeter()
@@ -275,7 +275,15 @@ def evaluate(model: nn.Module, batches: Any, device: torch.device, amp: bool = T
             logits = model(x)
         loss_meter.update(criterion(logits.float(), y).item(), len(y))
         acc_meter.update(accuracy(logits.float(), y, topk=(1,))[0].item(), len(y))
-    return {f"{prefix}_loss": loss_meter.avg, f"{prefix}_acc": acc_meter.avg}
+    return {f"{prefix}_loss": loss_meter.avg, f"{prefix}_acc": acc_meter.avg, f"{prefix}_error": 100.0 - acc_meter.avg}
+
+
+def evaluate_split(model: nn.Module, data: ImageDataset, split: str, s: TrainSettings, device: torch.device,
+                   indices: Sequence[int] | None = None, prefix: str | None = None) -> dict[str, float]:
+    """:func:`evaluate` on a split of ``data`` ("train" with ``indices``, or "test"), batched as in training."""
+    batches = make_batches(data, split, indices, s.batch_size, False, device, torch.Generator(),
+                           channels_last=s.channels_last)
+    return evaluate(model, batches, device, s.amp, prefix=prefix or split)
 
 
 def train_classifier(net: nn.Module, data: ImageDataset, s: TrainSettings, device: torch.device,

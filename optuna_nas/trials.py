@@ -2,35 +2,31 @@
 
 A trial's *job* (a search, a retraining, a growth step) says what it computes; its :class:`TrialContext`
 says where it runs and where its files go, which never changes the result (and so never enters a run key).
+A run key names a configuration within a study: its epoch checkpoint, and the completed trial that holds it.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import FrozenTrial, TrialState
 
-from .artifacts import ArtifactCheckpointer, open_artifact_store
+from .artifacts import DEFAULT_ARTIFACT_STORE, ArtifactCheckpointer, discard_checkpoint, open_artifact_store
 from .errors import NasError
 from .train import Checkpointer, EpochCallback
-
-DEFAULT_RUN_DIR = Path("optuna-nas-runs")
 
 
 @dataclass(frozen=True)
 class TrialContext:
-    """Where a trial runs and keeps its files.
-
-    ``artifact_dir`` set: epoch checkpoints, weights, genotypes and drawings go to Optuna's artifact store
-    there (share it between machines); otherwise epoch checkpoints are local files under ``run_dir``.
-    """
+    """Where a trial runs and keeps its files: epoch checkpoints, final weights, architectures and drawings all
+    go to the artifact store at ``artifact_store`` (share it between machines, so a retried trial resumes
+    anywhere and every trained model is kept)."""
 
     device: str = "auto"
-    run_dir: Path = DEFAULT_RUN_DIR
-    artifact_dir: Path | None = None
+    artifact_store: str = DEFAULT_ARTIFACT_STORE
     verbose: bool = True
 
 
@@ -55,12 +51,24 @@ def report_to_trial(trial: optuna.Trial, metric: str) -> EpochCallback:
 
 
 def checkpointer_for(trial: optuna.Trial, name: str, context: TrialContext) -> Checkpointer:
-    """Where run ``name`` of a trial's study keeps its epoch checkpoint: the shared artifact store when there
-    is one (a retried trial on another machine resumes), else a local file under ``context.run_dir``."""
-    if context.artifact_dir is not None:
-        trial.set_user_attr("checkpoint", name)  # discarded once the trial completes (see study/runner.py)
-        return ArtifactCheckpointer(open_artifact_store(context.artifact_dir), trial.study, name)
-    return Checkpointer(context.run_dir / trial.study.study_name / f"{name}.pt")
+    """Run ``name``'s epoch checkpoint in the artifact store: a retried trial on any machine resumes from it.
+    The run's name is recorded on the trial, so the checkpoint is discarded once the trial completes."""
+    trial.set_user_attr("checkpoint", name)
+    return ArtifactCheckpointer(open_artifact_store(context.artifact_store), trial.study, name)
+
+
+def discard_finished_checkpoint(store: Any, study: optuna.Study, trial: FrozenTrial) -> None:
+    """A completed trial never resumes: its run's epoch checkpoint is deleted (its weights are kept)."""
+    if trial.state == TrialState.COMPLETE and trial.user_attrs.get("checkpoint"):
+        discard_checkpoint(store, study, trial.user_attrs["checkpoint"])
+
+
+def completed_run(study: optuna.Study, key: str) -> FrozenTrial | None:
+    """The completed trial of ``study`` that ran the configuration ``key`` (its ``run_key``), if any."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if trial.user_attrs.get("run_key") == key:
+            return trial
+    return None
 
 
 def suggest_fixed_int(trial: optuna.Trial, name: str, value: int) -> int:
@@ -79,12 +87,19 @@ def check_categoricals(study: optuna.Study, params: dict[str, Any]) -> None:
                                f"{name} {value!r} needs another study (or a study file that sweeps {name})")
 
 
-def run_one_trial(study: optuna.Study, objective: Any) -> optuna.trial.FrozenTrial:
-    """Run one trial of ``objective`` (which has ``categorical_params``); a failure inside it is re-raised
-    (the trial is stored as FAIL, never COMPLETE)."""
+def run_one_trial(study: optuna.Study, objective: Any, key: str, context: TrialContext,
+                  force: bool = False) -> tuple[FrozenTrial, bool]:
+    """Run one trial of ``objective`` (which has ``categorical_params``) for the configuration ``key``; returns
+    the trial and whether it ran now. A completed trial of the same configuration is returned instead of
+    training again unless ``force``. A failure inside the trial is re-raised (the trial is stored as FAIL,
+    never COMPLETE)."""
     check_categoricals(study, objective.categorical_params())
+    done = None if force else completed_run(study, key)
+    if done is not None:
+        return done, False
     study.optimize(objective, n_trials=1, catch=())
-    trial = study.trials[-1]
-    if trial.state != optuna.trial.TrialState.COMPLETE:
+    trial = study.get_trials(deepcopy=False)[-1]
+    if trial.state != TrialState.COMPLETE:
         raise NasError(f"trial {trial.number} ended {trial.state.name}")
-    return trial
+    discard_finished_checkpoint(open_artifact_store(context.artifact_store), study, trial)
+    return trial, True

@@ -25,7 +25,7 @@ def _optuna_trials(storage: str, study: str) -> list[dict]:
 def test_search_darts_is_a_complete_trial_with_genotype_and_cost(tmp_path, capsys) -> None:
     storage = f"sqlite:///{tmp_path / 's.db'}"
     rc = main(["search", "darts", "--activation-mode", "factorized", "--storage", storage, "--study-name", "demo",
-               "--run-dir", str(tmp_path / "runs"), "--output", str(tmp_path / "g.json"), *TINY])
+               "--artifact-dir", str(tmp_path / "artifacts"), "--output", str(tmp_path / "g.json"), *TINY])
     assert rc == 0
     (trial,) = _optuna_trials(storage, "demo")
     assert trial["state"] == "COMPLETE"
@@ -42,7 +42,7 @@ def test_search_darts_is_a_complete_trial_with_genotype_and_cost(tmp_path, capsy
 def test_retrain_reports_test_error_params_and_flops(tmp_path, capsys) -> None:
     storage = f"sqlite:///{tmp_path / 'r.db'}"
     rc = main(["retrain", "PC_DARTS", "--activation", "selu", "--batch-size", "32", "--storage", storage,
-               "--run-dir", str(tmp_path / "runs"), "--json", *TINY])
+               "--artifact-dir", str(tmp_path / "artifacts"), "--json", *TINY])
     assert rc == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert 0.0 <= result["test_error"] <= 100.0 and result["params"] > 0 and result["flops"] > 0
@@ -88,7 +88,7 @@ def test_interrupted_search_resumes_when_the_same_command_runs_again(tmp_path, m
 
     storage = f"sqlite:///{tmp_path / 'i.db'}"
     args = ["search", "darts", "--activation-mode", "fixed:relu", "--storage", storage, "--study-name", "resume",
-            "--run-dir", str(tmp_path / "runs"), "--dataset", "synthetic", "--epochs", "2", "--channels", "4",
+            "--artifact-dir", str(tmp_path / "artifacts"), "--dataset", "synthetic", "--epochs", "2", "--channels", "4",
             "--layers", "3"]
     report = objectives.report_to_trial
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from optuna_nas.cli import build_parser
+from optuna_nas.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -48,4 +48,7 @@ def test_every_documented_command_parses(command: str) -> None:
 def test_every_python_example_runs(index: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     code = _blocks("python")[index]
+    for line in code.splitlines():  # an example that reads what a command wrote says so: "# after: optuna-nas ..."
+        if line.startswith("# after: optuna-nas "):
+            assert main(shlex.split(line.removeprefix("# after: "))[1:] + ["--quiet"]) == 0
     exec(compile(code, f"README.md python example {index}", "exec"), {})  # noqa: S102 - the documented code

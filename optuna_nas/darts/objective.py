@@ -18,7 +18,7 @@ import optuna
 import torch
 from optuna.artifacts import upload_artifact
 
-from ..artifacts import open_artifact_store, upload_json
+from ..artifacts import ArtifactStore, open_artifact_store, upload_json, upload_or_replace, upload_state
 from ..data import ImageDataset
 from ..errors import NasError
 from ..storage import run_key
@@ -29,6 +29,10 @@ from .model import CIFAR_CHANNELS, CIFAR_LAYERS, genotype_cost
 from .search import SearchResult, SearchSettings, run_search
 from .space import ActivationMode, load_search_space
 from .supernet import SEARCH_CHANNELS, SEARCH_LAYERS, SuperNetConfig
+
+SUPERNET_FILE = "supernet.pt"  # the super-network's state dict, α, β and γ included
+ARCHITECTURE_WEIGHTS_FILE = "architecture-weights.json"  # softmax(α), softmax(β), γ per edge, every epoch
+ARCHITECTURE_FIGURE = "architecture-weights.png"
 
 
 @dataclass(frozen=True)
@@ -53,23 +57,53 @@ class SearchJob:
             object.__setattr__(self, "activation_mode", ActivationMode.parse(self.activation_mode))
 
 
-def search_cost_attrs(seconds: float, device: torch.device) -> dict[str, Any]:
-    """Search cost as the papers give it: GPU-hours on a GPU, else CPU-hours (of this process)."""
-    unit = "gpu" if device.type == "cuda" else "cpu"
-    return {f"search_{unit}_hours": round(seconds / 3600.0, 5), "search_device": str(device)}
+def search_cost_attrs(seconds: float, cpu_seconds: float, device: torch.device) -> dict[str, Any]:
+    """Search cost as what it measures: wall-clock hours on ``search_device`` (GPU-hours on one GPU, as the
+    papers count them) and this process's CPU time in hours."""
+    return {"search_wall_hours": round(seconds / 3600.0, 5), "search_device": str(device),
+            "search_process_cpu_hours": round(cpu_seconds / 3600.0, 5)}
 
 
-def upload_genotype(trial: optuna.Trial, artifact_dir: Path | None, genotype: Genotype) -> None:
+def upload_genotype(trial: optuna.Trial, store: ArtifactStore, genotype: Genotype) -> None:
     """The genotype JSON and a drawing of its cells as trial artifacts (the dashboard shows both)."""
-    if artifact_dir is None:
-        return
     from .draw import draw_genotype  # matplotlib loads only when a drawing is made
 
-    store = open_artifact_store(artifact_dir)
     upload_json(trial, store, {"genotype": genotype.to_dict()}, "genotype.json")
     with tempfile.TemporaryDirectory() as tmp:
         image = draw_genotype(genotype, Path(tmp) / "cells.png")
         upload_artifact(artifact_store=store, file_path=str(image), study_or_trial=trial)
+
+
+class ArchitectureWeightsFigure:
+    """An epoch callback: the figure of softmax(α), softmax(β) and γ per edge, and their evolution, redrawn
+    after every epoch into one artifact (``architecture-weights.png``) that optuna-dashboard shows."""
+
+    def __init__(self, trial: optuna.Trial, store: ArtifactStore, config: SuperNetConfig) -> None:
+        self.trial, self.store = trial, store
+        self.candidates = config.candidate_names()
+        self.activations = list(config.space.activations) if config.activation_mode.searches_beta else []
+        self.epochs: list[dict[str, Any]] = []
+        self.artifact_id: str | None = None
+
+    def __call__(self, epoch: int, metrics: dict[str, Any]) -> None:
+        weights = metrics.get("architecture_weights")
+        if weights is None:  # a checkpoint written before the weights were recorded
+            return
+        self.epochs.append({"epoch": epoch, **weights})
+        if metrics.get("replayed"):
+            return  # drawn once the run goes on (or finishes)
+        self.draw()
+
+    def draw(self) -> None:
+        from .draw import draw_architecture_weights  # matplotlib loads only when a drawing is made
+
+        if not self.epochs:
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            path = draw_architecture_weights(self.epochs, self.candidates, self.activations,
+                                             Path(tmp) / ARCHITECTURE_FIGURE,
+                                             title=f"trial {self.trial.number}: architecture weights")
+            self.artifact_id = upload_or_replace(self.trial, self.store, path, self.artifact_id)
 
 
 class DartsSearchObjective:
@@ -121,24 +155,33 @@ class DartsSearchObjective:
                                **({"frozen": {k: list(v) for k, v in frozen.items()}} if frozen else {})})
 
     def search(self, trial: optuna.Trial, key: str) -> SearchResult:
-        """Run (or resume) the search inside ``trial``; the genotype, cost and drawings go on the trial."""
+        """Run (or resume) the search inside ``trial``. The genotype and cost are user attrs; the genotype, its
+        cell drawing, the super-network's weights (α, β, γ included), the architecture weights of every epoch
+        and their figure are artifacts."""
         job, context = self.job, self.context
         device = resolve_device(context.device)
+        store = open_artifact_store(context.artifact_store)
         trial.set_user_attr("run_key", key)
         trial.set_user_attr("dataset", self.data.name)
         trial.set_user_attr("search_space", self.space.name)
         checkpoint = checkpointer_for(trial, f"search-{key}", context)
+        figure = ArchitectureWeightsFigure(trial, store, self.config)
         result = run_search(self.config, self.data, job.settings, device, checkpoint,
-                            [report_to_trial(trial, "val_acc")], verbose=context.verbose)
+                            [report_to_trial(trial, "val_acc"), figure], verbose=context.verbose)
         genotype = result.genotype
         trial.set_user_attr("genotype", genotype.to_dict())
         trial.set_user_attr("search_seconds", round(result.seconds, 2))
-        for name, value in search_cost_attrs(result.seconds, device).items():
+        for name, value in search_cost_attrs(result.seconds, result.cpu_seconds, device).items():
             trial.set_user_attr(name, value)
         trial.set_user_attr("val_acc_history", [round(h["val_acc"], 3) for h in result.history])
         cost = genotype_cost(genotype, self.data.num_classes, self.data.input_shape, job.retrain_channels,
                              job.retrain_layers)
         for name, value in cost.items():
             trial.set_user_attr(name, value)
-        upload_genotype(trial, context.artifact_dir, genotype)
+        if figure.artifact_id is None:  # every epoch was restored from a checkpoint: draw them now
+            figure.draw()
+        upload_genotype(trial, store, genotype)
+        upload_state(trial, store, result.network.state_dict(), SUPERNET_FILE)
+        upload_json(trial, store, {"candidates": figure.candidates, "activations": figure.activations,
+                                   "epochs": figure.epochs}, ARCHITECTURE_WEIGHTS_FILE)
         return result

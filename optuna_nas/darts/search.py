@@ -74,9 +74,10 @@ class SearchSettings:
 @dataclass
 class SearchResult:
     genotype: Genotype
-    history: list[dict[str, Any]]
+    history: list[dict[str, Any]]  # per epoch: metrics, the derived genotype, softmax(α), softmax(β), γ
     network: SearchNetwork
-    seconds: float
+    seconds: float  # wall clock
+    cpu_seconds: float = 0.0  # this process's CPU time, all threads
     settings: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -114,8 +115,14 @@ def run_search(config: SuperNetConfig, data: ImageDataset, settings: SearchSetti
     loop = EpochLoop(settings.epochs, {"network": network}, optimizers,
                      cosine_scheduler(w_opt, settings.epochs, settings.lr_min), generator, checkpoint,
                      callbacks or [], desc="search", verbose=verbose)
-    elapsed = float(loop.resume().get("seconds", 0.0))
-    started = time.perf_counter()
+    restored = loop.resume()
+    elapsed, cpu = float(restored.get("seconds", 0.0)), float(restored.get("cpu_seconds", 0.0))
+    started, cpu_started = time.perf_counter(), time.process_time()
+
+    def spent() -> dict[str, float]:
+        """Wall-clock seconds and this process's CPU seconds (every thread), the resumed run's included."""
+        return {"seconds": elapsed + time.perf_counter() - started,
+                "cpu_seconds": cpu + time.process_time() - cpu_started}
 
     def train_epoch(epoch: int) -> dict[str, float]:
         network.train()
@@ -134,9 +141,8 @@ def run_search(config: SuperNetConfig, data: ImageDataset, settings: SearchSetti
     def eval_epoch(epoch: int) -> dict[str, Any]:
         metrics: dict[str, Any] = evaluate(network, val_eval, device, settings.amp)
         metrics["genotype"] = derive_genotype(network).to_dict()
+        metrics["architecture_weights"] = network.architecture_summary()
         return metrics
 
-    history = loop.run(train_epoch, eval_epoch,
-                       extra=lambda: {"seconds": elapsed + time.perf_counter() - started})
-    return SearchResult(derive_genotype(network), history, network,
-                        elapsed + time.perf_counter() - started, asdict(settings))
+    history = loop.run(train_epoch, eval_epoch, extra=spent)
+    return SearchResult(derive_genotype(network), history, network, **spent(), settings=asdict(settings))

@@ -31,6 +31,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -353,6 +354,19 @@ class SearchNetwork(nn.Module):
                 start += 2 + node
             gamma = torch.cat(parts)
         return alpha, beta, gamma
+
+    @torch.no_grad()
+    def architecture_summary(self, digits: int = 4) -> dict[str, dict[str, Any]]:
+        """softmax(α) (one column per α slot, ``config.candidate_names()``), softmax(β) and γ of each cell type,
+        as plain lists: what a search records per epoch to show how the architecture evolves."""
+        def plain(weights: torch.Tensor | None) -> Any:
+            return None if weights is None else torch.round(weights.float().cpu(), decimals=digits).tolist()
+
+        summary = {}
+        for cell_type in CELL_TYPES:
+            alpha, beta, gamma = self.architecture_weights(cell_type)
+            summary[cell_type] = {"alpha": plain(alpha), "beta": plain(beta), "gamma": plain(gamma)}
+        return summary
 
     def group_weights(self, cell_type: str) -> list[torch.Tensor]:
         """softmax of each operator group's logits, [edges, choices], in group order (empty without groups)."""

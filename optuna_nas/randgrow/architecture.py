@@ -284,6 +284,18 @@ class Architecture:
         """:meth:`expand` of every stored increment, in order."""
         return tuple(self.expand(increment) for increment in self.increments)
 
+    def summary(self) -> str:
+        """One readable line: mode, skeleton, increments and their operators (``architecture_summary``)."""
+        modes = "+".join(sorted({increment.mode for increment in self.increments})) or "initial"
+        counts: dict[str, int] = {}
+        for increment in self.increments:
+            for item in increment.inputs:
+                counts[item.op] = counts.get(item.op, 0) + 1
+        ops = ", ".join(f"{op} x{n}" for op, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+        expanded = sum(len(group) for group in self.expanded())
+        return (f"{modes}: N={self.skeleton.cells_per_block}, F={self.skeleton.channels}, "
+                f"{len(self.increments)} increments ({expanded} in the network)" + (f": {ops} inputs" if ops else ""))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": FORMAT,

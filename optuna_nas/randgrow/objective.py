@@ -17,39 +17,48 @@ Choices the paper leaves open:
 * Weight decay 3e-4 and momentum 0.9 (the paper names neither; DARTS's values); no path dropout during
   search (the paper applies it in final training only).
 * Multi-objective trials cannot ``trial.report`` in Optuna, so each epoch's validation error is written to
-  the user attr ``val_error_history`` instead (the dashboard shows it while the trial runs).
+  the user attr ``val_error_history`` and drawn as the artifact ``learning-curve.png`` instead (the
+  dashboard shows both while the trial runs).
 """
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any, Literal
 
 import optuna
 import torch
+from optuna.artifacts import upload_artifact
 
 from ..artifacts import (
-    DEFAULT_ARTIFACT_DIR,
+    DEFAULT_ARTIFACT_STORE,
     ArtifactCheckpointer,
+    ArtifactStore,
     discard_checkpoint,
     download_state,
     find_artifact,
     open_artifact_store,
     upload_json,
+    upload_or_replace,
     upload_state,
 )
 from ..cost import network_cost
 from ..data import ImageDataset, split_indices
 from ..errors import NasError
+from ..plotting import draw_curve
 from ..storage import run_key, storage_of, study_token, trial_by_number
 from ..train import TrainSettings, resolve_device, seed_everything, train_classifier
 from ..trials import TrialContext
-from .architecture import Skeleton
+from .architecture import Architecture, Skeleton
 from .network import RandGrowNetwork, inherit_weights
 from .sampler import get_proposal
 
 WEIGHTS_FILE = "randgrow-weights.pt"
 ARCHITECTURE_FILE = "architecture.json"
+NETWORK_FIGURE = "network.png"
+CURVE_FIGURE = "learning-curve.png"
 Cost = Literal["params", "flops"]
 COSTS: tuple[str, ...] = ("params", "flops")
 
@@ -87,8 +96,7 @@ class RandGrowJob:
 class RandGrowObjective:
     """Train the proposed child; returns ``(validation error %, cost)`` for the two study directions.
 
-    Growth needs an artifact store (children load their parents' weights): ``context.artifact_dir``, or
-    the default directory when it is None.
+    Growth needs an artifact store (children load their parents' weights): ``context.artifact_store``.
     """
 
     def __init__(self, job: RandGrowJob, data: ImageDataset, context: TrialContext | None = None) -> None:
@@ -98,7 +106,7 @@ class RandGrowObjective:
         generator = torch.Generator().manual_seed(job.seed)
         self.train_idx, self.val_idx = split_indices(len(self.data.train), 1.0 - job.val_portion, generator,
                                                      job.val_portion)
-        self.store = open_artifact_store(self.context.artifact_dir or DEFAULT_ARTIFACT_DIR)
+        self.store = open_artifact_store(self.context.artifact_store or DEFAULT_ARTIFACT_STORE)
 
     def _parent_state(self, study: optuna.Study, parent: int) -> dict[str, torch.Tensor]:
         artifact = find_artifact(trial_by_number(study, parent), storage_of(study), WEIGHTS_FILE)
@@ -133,24 +141,45 @@ class RandGrowObjective:
             trial.set_user_attr(name, value)
         history = train_classifier(net, data, settings, device, generator,
                                    ArtifactCheckpointer(self.store, trial.study, f"grow-{key}"),
-                                   [record_val_error(trial)], f"randgrow trial {trial.number}", self.context.verbose,
+                                   [LearningCurve(trial, self.store)], f"randgrow trial {trial.number}",
+                                   self.context.verbose,
                                    train_indices=self.train_idx, eval_split="train", eval_indices=self.val_idx)
 
-        val_error = 100.0 - float(history[-1]["val_acc"])
+        val_error = float(history[-1]["val_error"])
         upload_state(trial, self.store, net.state_dict(), WEIGHTS_FILE)
-        upload_json(trial, self.store, proposal.architecture.to_dict(), ARCHITECTURE_FILE)
+        upload_grown_architecture(trial, self.store, proposal.architecture)
         discard_checkpoint(self.store, trial.study, f"grow-{key}")  # the weights are uploaded: done with it
         trial.set_user_attr("val_error", round(val_error, 3))
         return val_error, float(costs[job.cost])
 
 
-def record_val_error(trial: optuna.Trial) -> Any:
-    """Per-epoch validation error as a user attr (multi-objective trials cannot ``report``)."""
-    curve: list[float] = []
+def upload_grown_architecture(trial: optuna.Trial, store: ArtifactStore, architecture: Architecture) -> None:
+    """The architecture as readable JSON and a drawing of the grown network, as trial artifacts, and a one-line
+    summary as the user attr ``architecture_summary``."""
+    from .draw import draw_randgrow  # matplotlib loads only when a drawing is made
 
-    def callback(epoch: int, metrics: dict[str, Any]) -> None:
-        curve.append(round(100.0 - float(metrics["val_acc"]), 3))
-        trial.set_user_attr("val_error_history", list(curve))
-        trial.set_user_attr("epochs_done", epoch)
+    trial.set_user_attr("architecture_summary", architecture.summary())
+    upload_json(trial, store, architecture.to_dict(), ARCHITECTURE_FILE)
+    with tempfile.TemporaryDirectory() as tmp:
+        image = draw_randgrow(architecture, Path(tmp) / NETWORK_FIGURE)
+        upload_artifact(artifact_store=store, file_path=str(image), study_or_trial=trial)
 
-    return callback
+
+class LearningCurve:
+    """An epoch callback for growth trials, which have two objectives and so cannot ``trial.report``: the
+    validation error per epoch as the user attr ``val_error_history`` and as a figure (``learning-curve.png``,
+    redrawn every epoch into one artifact) that optuna-dashboard shows."""
+
+    def __init__(self, trial: optuna.Trial, store: ArtifactStore) -> None:
+        self.trial, self.store = trial, store
+        self.errors: list[float] = []
+        self.artifact_id: str | None = None
+
+    def __call__(self, epoch: int, metrics: dict[str, Any]) -> None:
+        self.errors.append(round(float(metrics["val_error"]), 3))
+        self.trial.set_user_attr("val_error_history", list(self.errors))
+        self.trial.set_user_attr("epochs_done", epoch)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = draw_curve({"validation error %": self.errors}, Path(tmp) / CURVE_FIGURE,
+                              ylabel="validation error %", title=f"trial {self.trial.number}")
+            self.artifact_id = upload_or_replace(self.trial, self.store, path, self.artifact_id)

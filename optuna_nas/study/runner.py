@@ -21,16 +21,15 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..artifacts import DEFAULT_ARTIFACT_DIR, discard_checkpoint, open_artifact_store
+from ..artifacts import DEFAULT_ARTIFACT_STORE, open_artifact_store
 from ..errors import NasError, TrainingDiverged
-from ..storage import Heartbeat, load_or_create_study, open_storage, study_token
-from ..trials import TrialContext
+from ..storage import Heartbeat, load_or_create_study, load_study_by_name, study_token
+from ..trials import TrialContext, discard_finished_checkpoint
 from ..workers import limit_threads, run_workers, split_evenly
 from .grid import DONE_STATES, grid_state, point_key, point_status
 from .spec import SPEC_ATTR, StudySpec
@@ -40,7 +39,7 @@ from .stages import StageContext, StudyObjective, fail_stale
 @dataclass
 class RunOptions:
     storage: str
-    artifact_dir: Path = DEFAULT_ARTIFACT_DIR
+    artifact_store: str = DEFAULT_ARTIFACT_STORE
     study_name: str | None = None  # default: the file's name (+ "-PRESET" for a preset)
     n_workers: int = 1
     n_trials: int | None = None  # new trials this command runs at most (default: the whole grid)
@@ -50,7 +49,7 @@ class RunOptions:
 
     def stage_context(self, spec: StudySpec, device: str) -> StageContext:
         return StageContext(self.storage, study_name_of(spec, self),
-                            TrialContext(device=device, artifact_dir=self.artifact_dir, verbose=self.verbose),
+                            TrialContext(device=device, artifact_store=self.artifact_store, verbose=self.verbose),
                             self.heartbeat)
 
 
@@ -84,15 +83,10 @@ def open_study(spec: StudySpec, options: RunOptions, heartbeat: bool = True, see
     return study
 
 
-def discard_finished_checkpoints(artifact_dir: Path) -> Callable[[optuna.Study, FrozenTrial], None]:
+def discard_finished_checkpoints(artifact_store: str) -> Callable[[optuna.Study, FrozenTrial], None]:
     """A study callback: once a trial completed, its run's epoch checkpoint is no longer needed."""
-    store = open_artifact_store(artifact_dir)
-
-    def callback(study: optuna.Study, trial: FrozenTrial) -> None:
-        if trial.state == TrialState.COMPLETE and trial.user_attrs.get("checkpoint"):
-            discard_checkpoint(store, study, trial.user_attrs["checkpoint"])
-
-    return callback
+    store = open_artifact_store(artifact_store)
+    return lambda study, trial: discard_finished_checkpoint(store, study, trial)
 
 
 def study_worker(spec: StudySpec, options: RunOptions, index: int, budget: int | None, n_workers: int) -> int:
@@ -111,7 +105,7 @@ def study_worker(spec: StudySpec, options: RunOptions, index: int, budget: int |
         callback = optuna.study.MaxTrialsCallback(target, states=DONE_STATES)
         before = len(study.get_trials(deepcopy=False))
         study.optimize(objective, n_trials=min(remaining, budget or remaining), catch=(TrainingDiverged,),
-                       callbacks=[callback, discard_finished_checkpoints(options.artifact_dir)])
+                       callbacks=[callback, discard_finished_checkpoints(options.artifact_store)])
         return len(study.get_trials(deepcopy=False)) - before
     rng = random.Random(f"{os.getpid()}-{index}-{time.time_ns()}")
     ran, waiting_said = 0, False
@@ -135,7 +129,7 @@ def study_worker(spec: StudySpec, options: RunOptions, index: int, budget: int |
         if not queued:
             study.enqueue_trial(dict(rng.choice(free)))
         study.optimize(objective, n_trials=1, catch=(TrainingDiverged,),
-                       callbacks=[discard_finished_checkpoints(options.artifact_dir)])
+                       callbacks=[discard_finished_checkpoints(options.artifact_store)])
         ran += 1
     return ran
 
@@ -202,16 +196,11 @@ def run_study(spec: StudySpec, options: RunOptions) -> optuna.Study:
 def grid_status(spec: StudySpec, options: RunOptions) -> list[dict[str, Any]]:
     """What ``--dry-run`` shows: every grid point, its state and trial, without writing to storage."""
     trials: list[FrozenTrial] = []
-    url = options.storage
-    exists = not url.startswith("sqlite:///") or Path(url.removeprefix("sqlite:///")).is_file()
-    if url.startswith("journal:"):
-        exists = Path(url.removeprefix("journal:").removeprefix("//")).is_file()
-    if exists:
-        try:
-            study = optuna.load_study(study_name=study_name_of(spec, options), storage=open_storage(url))
-            trials = study.get_trials(deepcopy=False)
-        except KeyError:
-            trials = []
+    try:
+        trials = load_study_by_name(options.storage, study_name_of(spec, options)).get_trials(deepcopy=False)
+    except NasError as exc:
+        if not str(exc).startswith("no study"):  # a wrong URL, say: not a study that is yet to run
+            raise
     state = grid_state(spec, trials)
     out = []
     for point in spec.grid():

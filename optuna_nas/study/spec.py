@@ -18,6 +18,12 @@ and ``presets`` (``tiny`` makes every shipped study finish on a CPU in minutes):
     presets:
       tiny: {dataset: digits, search: {epochs: 1, channels: 4, layers: 3}}
 
+**What a study scores.** A study that samples (TPE, random) or prunes never sees the test split: every
+retraining trial reports, each epoch, and returns its error on ``retrain.val_portion`` of the training set
+(default 0.1), held out and never trained on; the test error is recorded as a user attr and shown by
+``report``. A grid without a pruner, the form of the papers' tables, reports the test error as the papers do
+(``test_error``), unless its rows set ``val_portion``. Searches always score on their own validation half.
+
 The stage sections fill the engines' settings (:data:`SECTIONS`): their keys and defaults are those of
 :class:`~optuna_nas.darts.objective.SearchJob`, :class:`~optuna_nas.retrain.RetrainJob` and
 :class:`~optuna_nas.randgrow.runner.GrowthSettings`. Every mistake (unknown key, operator or activation,
@@ -29,7 +35,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +46,13 @@ from ..errors import NasError
 from ..ops import check_activation
 from ..randgrow.runner import GrowthSettings
 from ..resources import read_yaml
-from ..retrain import RetrainJob
+from ..retrain import SELECTION_VAL_PORTION, RetrainJob
 from .sections import Section
 
 OBJECTIVES = ("search", "search_retrain", "retrain", "randgrow")
 SAMPLERS = ("grid", "tpe", "random")
 PRUNERS = ("none", "median", "hyperband")
-DEFAULT_METRIC = {"search": ("maximize", "val_acc"), "search_retrain": ("minimize", "test_error"),
-                  "retrain": ("minimize", "test_error"), "randgrow": ("minimize", "test_error")}
+RETRAINING = ("search_retrain", "retrain", "randgrow")  # objectives whose value is a retraining's error
 SPEC_ATTR = "optuna_nas:study_file"  # the study user attr that ties a study to its file
 
 # What each stage section fills. Seeds come from ``seeds``; a search reports the cost of the network its
@@ -109,6 +114,12 @@ class StudySpec:
     sweep: dict[str, Any] = field(default_factory=dict)
     n_trials: int | None = None
     preset: str | None = None
+
+    @property
+    def selects(self) -> bool:
+        """Whether an optimiser or a pruner acts on the trials' values (TPE, random search, any pruner): then
+        those values must not come from the test split."""
+        return self.sampler != "grid" or self.pruner["type"] != "none"
 
     def configuration(self, name: str) -> Configuration:
         for cfg in self.configurations:
@@ -215,13 +226,6 @@ def parse_study(data: Any, source: str, preset: str | None = None) -> StudySpec:
     pruner = {"type": pruner} if isinstance(pruner, str) else pruner
     if not isinstance(pruner, dict) or pruner.get("type") not in PRUNERS:
         raise _fail(source, "pruner", f"must be one of {', '.join(PRUNERS)} or a mapping with 'type'")
-    direction, metric = DEFAULT_METRIC[objective]
-    directions = _str_list(data.get("directions", [direction]), "directions", source)
-    metric_names = _str_list(data.get("metric_names", [metric]), "metric_names", source)
-    if directions != [direction]:
-        raise _fail(source, "directions", f"the {objective} objective returns one value to {direction}")
-    if len(metric_names) != 1:
-        raise _fail(source, "metric_names", "one name per direction")
     dataset = text("dataset", DataSource().spec)
     search_dataset = text("search_dataset", dataset)
     data_root = data.get("data_root")
@@ -274,12 +278,56 @@ def parse_study(data: Any, source: str, preset: str | None = None) -> StudySpec:
     if sampler != "grid" and n_trials is None:
         raise _fail(source, "n_trials", f"the {sampler} sampler needs n_trials")
 
+    selects = sampler != "grid" or pruner["type"] != "none"
+    if objective in RETRAINING:
+        configurations = _held_out(configurations, selects, sweep, source)
+    direction, metric = _metric(objective, configurations)
+    directions = _str_list(data.get("directions", [direction]), "directions", source)
+    metric_names = _str_list(data.get("metric_names", [metric]), "metric_names", source)
+    if directions != [direction]:
+        raise _fail(source, "directions", f"the {objective} objective returns one value to {direction}")
+    if metric_names != [metric]:
+        raise _fail(source, "metric_names", f"the {objective} objective of this file returns {metric}")
+
     spec = StudySpec(source, name, str(data.get("description", "")).strip(), objective, sampler, pruner,
                      directions, metric_names, DataSource(dataset, data_root), DataSource(search_dataset, data_root),
                      configurations, list(seeds), sweep, n_trials, preset)
     for cfg in configurations:
         _check_configuration(spec, cfg)
     return spec
+
+
+def _held_out(configurations: list[Configuration], selects: bool, sweep: dict[str, Any],
+              source: str) -> list[Configuration]:
+    """The rule that nothing an optimiser or pruner sees comes from the test split: when the study samples or
+    prunes, every retraining scores on ``val_portion`` of the training set (default ``SELECTION_VAL_PORTION``),
+    held out. A paper grid without a pruner reports test error, as the papers do, unless it sets a share."""
+    if selects and "retrain.val_portion" in sweep:
+        raise _fail(source, "sweep.retrain.val_portion", "a study that samples or prunes compares trials on one "
+                    "held-out split; sweep something else")
+    out = []
+    for cfg in configurations:
+        retrain = cfg.sections["retrain"]
+        if selects and "val_portion" in retrain and retrain["val_portion"] is None:
+            raise _fail(source, f"configurations[{cfg.name}].retrain.val_portion", "a study that samples or prunes "
+                        "scores retraining on data held out of the training set, never on the test split; "
+                        f"set a share such as {SELECTION_VAL_PORTION} (or leave it out)")
+        if selects and retrain.get("val_portion") is None:
+            retrain = {**retrain, "val_portion": SELECTION_VAL_PORTION}
+        out.append(replace(cfg, sections={**cfg.sections, "retrain": retrain}))
+    held_out = {cfg.sections["retrain"].get("val_portion") is not None for cfg in out}
+    if len(held_out) > 1:
+        raise _fail(source, "configurations", "some rows set retrain.val_portion and others do not: one study "
+                    "reports one metric, so either every row scores on a held-out share or none does")
+    return out
+
+
+def _metric(objective: str, configurations: list[Configuration]) -> tuple[str, str]:
+    """The study's direction and metric name: what its trials return and report every epoch."""
+    if objective == "search":
+        return "maximize", "val_acc"
+    held_out = configurations[0].sections["retrain"].get("val_portion") is not None
+    return "minimize", "val_error" if held_out else "test_error"
 
 
 def _check_sweep(sweep: Any, sampler: str, source: str) -> dict[str, Any]:

@@ -26,15 +26,16 @@ import optuna
 from optuna.storages import fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
-from ..artifacts import discard_checkpoint, open_artifact_store
+from ..artifacts import open_artifact_store
 from ..darts.genotypes import Genotype
-from ..darts.objective import DartsSearchObjective, SearchJob, upload_genotype
+from ..darts.objective import DartsSearchObjective, SearchJob
 from ..errors import NasError
 from ..randgrow.runner import GrowthSettings, RandGrowSearch, run_randgrow
 from ..randgrow.sampler import get_proposal
 from ..retrain import AnyArchitecture, RetrainJob, RetrainObjective
 from ..storage import Heartbeat, load_or_create_study, run_key, study_token
-from ..trials import TrialContext
+from ..train import resolve_device
+from ..trials import TrialContext, discard_finished_checkpoint
 from .grid import MAX_FAILURES, give_way_if_taken, suggest_point
 from .spec import Configuration, StudySpec
 
@@ -167,12 +168,12 @@ class StudyObjective:
             other = trial.user_attrs
             if "search_key" in other and other["search_key"] != key:  # someone else's retried search
                 other_cfg = self.spec.configuration(other["configuration"])
-                other_seed, other_params = int(other["seed"]), dict(other.get("params", {}))
+                other_seed, other_params = int(other["seed"]), dict(other.get("swept", {}))
                 run_objective = self.search_objective(other_cfg, other_seed, other_params,
                                                       self._config_a_source(other_cfg, other_seed, other_params))
                 run = other["search_key"]
             elif "search_key" not in other:
-                for name, value in {"search_key": key, "configuration": cfg.name, "seed": seed, "params": params,
+                for name, value in {"search_key": key, "configuration": cfg.name, "seed": seed, "swept": params,
                                     "activation_mode": str(objective.config.activation_mode)}.items():
                     trial.set_user_attr(name, value)
             return float(run_objective.search(trial, run).history[-1]["val_acc"])
@@ -180,9 +181,7 @@ class StudyObjective:
         # Ctrl-C or an error fails the search trial (never complete) and is re-raised; a rerun resumes it
         searches.optimize(search, n_trials=1, catch=())
         finished = searches.get_trials(deepcopy=False)[-1]
-        if finished.state == TrialState.COMPLETE and self.context.trial.artifact_dir is not None:
-            discard_checkpoint(open_artifact_store(self.context.trial.artifact_dir), searches,
-                               f"search-{finished.user_attrs['search_key']}")
+        discard_finished_checkpoint(open_artifact_store(self.context.trial.artifact_store), searches, finished)
 
     # ---------------------------------------------------------------- retrain stage
 
@@ -190,14 +189,13 @@ class StudyObjective:
                           architecture: AnyArchitecture | None) -> RetrainObjective:
         job: RetrainJob = self.spec.stage(cfg, "retrain", params)
         job = replace(job, seed=seed, architecture=architecture if architecture is not None else job.architecture)
+        if self.spec.selects and job.val_portion is None:  # the spec sets it; this guards the rule itself
+            raise NasError(f"{self.spec.source}: a study that samples or prunes must not score on the test split")
         return RetrainObjective(job, self.spec.data.load(), self.context.trial)
 
     def retrain(self, trial: optuna.Trial, cfg: Configuration, seed: int, params: dict[str, Any],
                 architecture: AnyArchitecture | None) -> float:
-        objective = self.retrain_objective(cfg, seed, params, architecture)
-        if isinstance(objective.architecture, Genotype):  # as retrained: with the row's activation, if any
-            upload_genotype(trial, self.context.trial.artifact_dir, objective.architecture)
-        return objective.train(trial, seed)
+        return self.retrain_objective(cfg, seed, params, architecture).train(trial, seed)
 
     # ---------------------------------------------------------------- growth stage
 
@@ -226,8 +224,8 @@ class StudyObjective:
         trial.set_user_attr("search_val_error", best.values[0])
         hours = sum((t.duration.total_seconds() for t in sub_study.get_trials(deepcopy=False)
                      if t.duration is not None), 0.0) / 3600.0
-        unit = "gpu" if "cuda" in str(best.user_attrs.get("device", self.context.trial.device)) else "cpu"
-        trial.set_user_attr(f"search_{unit}_hours", round(hours, 5))
+        trial.set_user_attr("search_wall_hours", round(hours, 5))  # summed over the growth trials
+        trial.set_user_attr("search_device", str(resolve_device(self.context.trial.device)))
         proposal = get_proposal(best)
         if proposal is None:
             raise NasError(f"trial {best.number} of {sub_study.study_name!r} has no RandGrow architecture")

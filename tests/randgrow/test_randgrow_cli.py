@@ -76,7 +76,7 @@ def test_retrain_a_trial_of_the_study_and_its_exported_json(tmp_path, capsys) ->
     assert main(_args(tmp_path, storage, "--n-trials", "2")) == 0
     capsys.readouterr()
     common = ["--storage", storage, "--dataset", "synthetic", "--epochs", "1", "--batch-size", "16", "--quiet",
-              "--run-dir", str(tmp_path / "runs"), "--json"]
+              "--artifact-dir", str(tmp_path / "artifacts"), "--json"]
     assert main(["retrain", "--study-name", "grow", "--trial", "1", "--runs", "2", *common]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert [line["seed"] for line in lines[:2]] == [0, 1] and lines[2]["runs"] == 2

@@ -35,7 +35,7 @@ def _job(tmp_path: Path, **overrides: object) -> RandGrowJob:
 
 
 def _context(tmp_path: Path) -> TrialContext:
-    return TrialContext(device="cpu", artifact_dir=tmp_path / "artifacts", verbose=False)
+    return TrialContext(device="cpu", artifact_store=str(tmp_path / "artifacts"), verbose=False)
 
 
 def _grow(job: RandGrowJob, n_trials: int, mode: str = "macro",
@@ -68,7 +68,7 @@ def _checkpoint(saved: dict[str, dict], study: optuna.Study, number: int) -> dic
 
 def test_every_model_uploads_its_trained_weights(tmp_path, last_checkpoints) -> None:
     study, _ = _grow(_job(tmp_path), 2, context=_context(tmp_path))
-    store = open_artifact_store(_context(tmp_path).artifact_dir)  # type: ignore[arg-type]
+    store = open_artifact_store(_context(tmp_path).artifact_store)
     for trial in study.trials:
         assert trial.state == optuna.trial.TrialState.COMPLETE
         uploaded = download_state(store, find_artifact(trial, study._storage, WEIGHTS_FILE))  # type: ignore[arg-type]

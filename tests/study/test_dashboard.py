@@ -31,7 +31,7 @@ def test_dashboard_shows_a_study_written_by_optuna_nas_run(chromium: str, tmp_pa
         history = render_dom(chromium, f"{base}/dashboard/studies/{study._study_id}")
         assert "test_error" in history  # the metric name
         trials = render_dom(chromium, f"{base}/dashboard/studies/{study._study_id}/trials?numbers=1")
-        for shown in ("relu_row", "configuration", "search_cpu_hours", "genotype", "cells.png", "genotype.json"):
+        for shown in ("relu_row", "configuration", "search_wall_hours", "genotype", "cells.png", "genotype.json"):
             assert shown in trials, shown
         note = render_dom(chromium, f"{base}/dashboard/studies/{study._study_id}/note")
         assert "test study dashboard-study" in note

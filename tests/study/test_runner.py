@@ -67,11 +67,18 @@ def test_trials_carry_what_the_dashboard_shows(finished: dict[str, str]) -> None
     study = _study(finished)
     assert study.metric_names == ["test_error"]
     trial = study.trials[0]
-    for attr in ("genotype", "params", "flops", "search_cpu_hours", "configuration", "test_error"):
+    for attr in ("genotype", "params", "flops", "search_wall_hours", "search_device", "configuration",
+                 "test_error"):
         assert attr in trial.user_attrs
+    assert isinstance(trial.user_attrs["params"], int)  # the parameter count, never the sweep's values
     assert len(trial.intermediate_values) == TINY_RETRAIN["epochs"]
+    assert trial.intermediate_values[TINY_RETRAIN["epochs"]] == trial.value
+    assert trial.value == pytest.approx(trial.user_attrs["test_error"], abs=1e-3)
     files = {m.filename for m in get_all_artifact_meta(trial, storage=study._storage)}
-    assert {"genotype.json", "cells.png"} <= files
+    assert {"genotype.json", "cells.png", "weights.pt"} <= files
+    search = _study(finished, "-searches").trials[0]
+    assert search.user_attrs["swept"] == {"configuration": search.user_attrs["configuration"],
+                                          "seed": search.user_attrs["seed"]}
     from optuna_dashboard import get_note
 
     assert "test study ablation" in get_note(study)
