@@ -21,7 +21,7 @@ from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upl
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.storages import BaseStorage
 
-from .errors import NasError
+from .errors import NasError, redact
 from .storage import set_study_system_attr, study_system_attrs
 from .train import Checkpointer
 
@@ -49,7 +49,7 @@ def open_artifact_store(location: str | Path) -> FileSystemArtifactStore:
 
 def dashboard_command(storage: str, location: str | Path) -> str:
     """The optuna-dashboard command that shows a study of ``storage`` with its artifacts."""
-    return f"optuna-dashboard {storage} --artifact-dir {artifact_directory(location)}"
+    return redact(f"optuna-dashboard {storage} --artifact-dir {artifact_directory(location)}")
 
 
 def _upload(trial: AnyTrial, store: Any, storage: BaseStorage | None, filename: str, write: Any) -> str:

@@ -29,7 +29,7 @@ from .darts.objective import DartsSearchObjective, SearchJob
 from .darts.search import SearchSettings
 from .darts.space import load_search_space
 from .data import DataSource
-from .errors import NasError
+from .errors import NasError, redact
 from .randgrow.runner import GrowthSettings, RandGrowSearch, hull_trials, run_randgrow
 from .report import format_table, save_plots
 from .retrain import (
@@ -299,7 +299,7 @@ def cmd_search_darts(args: argparse.Namespace) -> int:
     print(f"trial {trial.number}: search val_acc {trial.value:.2f}%  retrain cost {trial.user_attrs['params']:,} "
           f"params, {trial.user_attrs['flops']:,} multiply-adds  ({trial.user_attrs['search_seconds']:.0f} s)")
     print(json.dumps(genotype))
-    print(f"see it: optuna trials --storage {args.storage} --study-name {args.study_name}")
+    print(redact(f"see it: optuna trials --storage {args.storage} --study-name {args.study_name}"))
     print(f"        {dashboard_command(args.storage, args.artifact_store)}   (weights and figures in "
           f"{args.artifact_store})")
     return 0
@@ -320,8 +320,8 @@ def cmd_search_randgrow(args: argparse.Namespace) -> int:
         parent = "-" if t.user_attrs.get("parent") is None else t.user_attrs["parent"]
         print(f"{t.number:>6} {parent:>6} {t.user_attrs.get('generation', 0):>4} {int(t.values[1]):>12,} "
               f"{t.values[0]:>12.2f}")
-    print(f"export the best: optuna-nas retrain --storage {args.storage} --study-name {args.study_name} "
-          f"--trial N --dataset {args.dataset}")
+    print(redact(f"export the best: optuna-nas retrain --storage {args.storage} --study-name {args.study_name} "
+                 f"--trial N --dataset {args.dataset}"))
     print(f"see it: {dashboard_command(args.storage, args.artifact_store)}")
     return 0
 
@@ -483,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         commands = {"retrain": cmd_retrain, "run": cmd_run, "report": cmd_report, "export": cmd_export}
         return commands.get(args.command, cmd_info)(args)
     except NasError as exc:
-        print(f"optuna-nas: error: {exc}", file=sys.stderr)
+        print(redact(f"optuna-nas: error: {exc}"), file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and the like: not an error of ours
         sys.stderr.close()

@@ -7,8 +7,10 @@ shared filesystem).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import random
 import time
 import uuid
 import warnings
@@ -131,10 +133,38 @@ def open_storage(url: str, heartbeat: bool | Heartbeat = False, create: bool = T
                            "heartbeat_stale_trial_callback": beat.retry_callback()}
             if url.startswith("sqlite"):  # several worker processes share one file: wait for its lock, don't fail
                 options["engine_kwargs"] = {"connect_args": {"timeout": 60}}
-            return RDBStorage(url, **options)
+            storage = _create_rdb_storage(url, options)
     except Exception as exc:  # sqlalchemy and drivers raise many types; the user needs one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise NasError(f"cannot open storage {url!r}: {first}") from None
+    if sqlite_file and sqlite_file != ":memory:" and create:
+        _write_ahead_log(storage)
+    return storage
+
+
+# What two processes creating one new database at once run into: both create Optuna's tables, and the later one
+# fails on what the earlier one just wrote. Retrying finds the schema in place.
+_SCHEMA_RACE = ("alembic_version", "already exists", "database is locked", "UNIQUE constraint failed",
+                "duplicate key value")
+
+
+def _create_rdb_storage(url: str, options: dict[str, Any], attempts: int = 6) -> RDBStorage:
+    for attempt in range(attempts):
+        try:
+            return RDBStorage(url, **options)
+        except Exception as exc:
+            if attempt == attempts - 1 or not any(sign in str(exc) for sign in _SCHEMA_RACE):
+                raise
+            time.sleep(0.1 * (attempt + 1) + random.random() * 0.2)  # apart, so the retries do not collide again
+    raise AssertionError("unreachable")
+
+
+def _write_ahead_log(storage: RDBStorage) -> None:
+    """SQLite in write-ahead-log mode: readers (dashboards, polling workers) no longer block the writer. The mode is
+    stored in the file, so this runs once per process at most; a filesystem without it keeps the default."""
+    with contextlib.suppress(Exception):
+        with storage.engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA journal_mode=WAL")
 
 
 def _with_installed_driver(url: str) -> str:

@@ -27,7 +27,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..artifacts import DEFAULT_ARTIFACT_STORE, open_artifact_store
-from ..errors import NasError, TrainingDiverged
+from ..errors import NasError, TrainingDiverged, redact
 from ..storage import Heartbeat, load_or_create_study, load_study_by_name, study_token
 from ..trials import TrialContext, discard_finished_checkpoint
 from ..workers import limit_threads, run_workers, split_evenly
@@ -182,8 +182,8 @@ def run_study(spec: StudySpec, options: RunOptions) -> optuna.Study:
         done = sum(point_status(ts) in ("complete", "pruned")
                    for ts in grid_state(spec, study.get_trials(deepcopy=False)).values()) \
             if spec.sampler == "grid" else len(study.get_trials(deepcopy=False, states=DONE_STATES))
-        print(f"[study] {study.study_name}: {done}/{total} done; {options.n_workers} worker(s) on "
-              f"{options.storage}", file=sys.stderr)
+        print(redact(f"[study] {study.study_name}: {done}/{total} done; {options.n_workers} worker(s) on "
+                     f"{options.storage}"), file=sys.stderr)
     if options.n_trials is not None:
         shares: list[int | None] = list(split_evenly(options.n_trials, options.n_workers))
     else:

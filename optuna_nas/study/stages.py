@@ -173,7 +173,8 @@ class StudyObjective:
                                                       self._config_a_source(other_cfg, other_seed, other_params))
                 run = other["search_key"]
             elif "search_key" not in other:
-                for name, value in {"search_key": key, "configuration": cfg.name, "seed": seed, "swept": params,
+                swept = {path: value for path, value in params.items() if "." in path}  # the sweep's values
+                for name, value in {"search_key": key, "configuration": cfg.name, "seed": seed, "swept": swept,
                                     "activation_mode": str(objective.config.activation_mode)}.items():
                     trial.set_user_attr(name, value)
             return float(run_objective.search(trial, run).history[-1]["val_acc"])

@@ -11,7 +11,7 @@ import torch
 
 from optuna_nas.cli import main
 
-from conftest import TINY_SEARCH, write_study
+from _studies import TINY_SEARCH, write_study
 from services import render_dom, serve_dashboard
 
 

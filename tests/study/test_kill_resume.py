@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from optuna_nas.storage import open_storage
 
-from conftest import TINY_RETRAIN, write_study
+from _studies import TINY_RETRAIN, write_study
 
 ROWS = [{"name": "darts_v2", "retrain": {"architecture": "DARTS_V2"}},
         {"name": "darts_v1", "retrain": {"architecture": "DARTS_V1"}}]

@@ -14,7 +14,7 @@ from optuna_nas.cli import main
 from optuna_nas.randgrow.architecture import Architecture
 from optuna_nas.retrain import load_architecture
 
-from conftest import TINY_RETRAIN, write_study
+from _studies import TINY_RETRAIN, write_study
 
 GROW = {"n_models": 2, "cells_per_block": 1, "channels": 4, "epochs": 1, "cycles": 1, "initial_epochs": 1,
         "batch_size": 32, "cutout": False}

@@ -14,7 +14,7 @@ from optuna_nas.cli import main
 from optuna_nas.errors import NasError
 from optuna_nas.study.spec import load_study_file
 
-from conftest import TINY_RETRAIN, write_study
+from _studies import TINY_RETRAIN, write_study
 
 
 def _npz(path: Path, corrupt_test_labels: bool) -> str:

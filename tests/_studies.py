@@ -1,4 +1,4 @@
-"""Tiny study files on synthetic data, shared by the study tests."""
+"""Tiny study files on synthetic data, shared by the tests that run studies."""
 
 from __future__ import annotations
 
