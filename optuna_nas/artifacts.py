@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import tempfile
 import uuid
 from pathlib import Path
@@ -23,7 +24,7 @@ from optuna.storages import BaseStorage
 
 from .errors import NasError, redact
 from .storage import set_study_system_attr, study_system_attrs
-from .train import Checkpointer
+from .train import Checkpointer, UnreadableCheckpoint
 
 DEFAULT_ARTIFACT_STORE = "optuna-nas-artifacts"
 AnyTrial = optuna.Trial | optuna.trial.FrozenTrial
@@ -34,6 +35,22 @@ def artifact_directory(location: str | Path) -> Path:
     """The local directory of an artifact store given as a path or a ``file://`` URL."""
     text = str(location)
     return Path(text.removeprefix("file://")) if text.startswith("file://") else Path(text)
+
+
+def check_artifact_store(location: str | Path) -> None:
+    """That the artifact store at ``location`` can be used, without creating anything: an existing writable
+    directory, or one that can be made in a writable directory. A run checks this before it writes to storage."""
+    path = artifact_directory(location).absolute()
+    if path.exists():
+        if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
+            raise NasError(f"cannot use artifact directory {path}: "
+                           f"{'not a directory' if not path.is_dir() else 'not writable'}")
+        return
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise NasError(f"cannot use artifact directory {path}: {parent} is not a writable directory")
 
 
 def open_artifact_store(location: str | Path) -> FileSystemArtifactStore:
@@ -113,6 +130,7 @@ def _remove_quietly(store: Any, artifact_id: str) -> None:
 
 
 CHECKPOINT_ATTR = "optuna_nas:checkpoint:"
+CORRUPT_ATTR = "optuna_nas:corrupt:"
 
 
 class ArtifactCheckpointer(Checkpointer):
@@ -159,9 +177,35 @@ class ArtifactCheckpointer(Checkpointer):
         artifact_id = self._current()
         if artifact_id is None:
             return None
-        return _read_state(self.store, artifact_id, f"checkpoint {artifact_id} is named by the study but missing "
-                           "from the artifact store; do all workers share the same --artifact-dir?",
-                           f"checkpoint {artifact_id} is corrupt")
+        try:
+            with self.store.open_reader(artifact_id) as reader:
+                data = reader.read()
+        except ArtifactNotFound:
+            raise UnreadableCheckpoint(f"gone ({artifact_id} is missing: do all workers share one artifact "
+                                       "store?)") from None
+        try:
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises several types for truncated or foreign files
+            raise UnreadableCheckpoint(f"unreadable ({type(exc).__name__})") from None
+
+    def set_aside(self) -> str | None:
+        """Copy the unreadable checkpoint to ``corrupt-<its id>`` (named in the study system attr
+        ``optuna_nas:corrupt:<run>`` for inspection) and point the run at no checkpoint."""
+        artifact_id = self._current()
+        if artifact_id is None:
+            return None
+        kept: str | None = f"corrupt-{artifact_id}"
+        try:
+            with self.store.open_reader(artifact_id) as reader:
+                self.store.write(kept, reader)
+        except ArtifactNotFound:
+            kept = None
+        set_study_system_attr(self.study, CHECKPOINT_ATTR + self.key, "")
+        if kept:
+            set_study_system_attr(self.study, CORRUPT_ATTR + self.key, kept)
+        self._known = None
+        _remove_quietly(self.store, artifact_id)
+        return f"artifact {kept}" if kept else None
 
 
 def current_checkpoint(study: optuna.Study, key: str) -> str | None:

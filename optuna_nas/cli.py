@@ -2,7 +2,8 @@
 
 Runs are Optuna trials in a study (``--storage``, ``--study-name``, the same flags as the ``optuna`` CLI),
 so ``optuna trials --storage URL --study-name NAME`` and optuna-dashboard show them. Bad input prints one
-line and exits with status 2; an interrupted run exits 130 and resumes when rerun. Every default shown
+line and exits with status 2; a run already in progress in another process exits 3; an interrupted run exits
+130 and resumes when rerun. Every default shown
 here is read from the settings dataclass that owns it.
 """
 
@@ -21,7 +22,7 @@ import optuna
 import torch
 
 from . import __version__
-from .artifacts import DEFAULT_ARTIFACT_STORE, dashboard_command
+from .artifacts import DEFAULT_ARTIFACT_STORE, check_artifact_store, dashboard_command
 from .cost import count_multiply_adds, count_parameters
 from .darts.genotypes import load_genotype
 from .darts.model import IMAGENET_CHANNELS, IMAGENET_LAYERS, build_network
@@ -43,10 +44,10 @@ from .retrain import (
     trained_weights,
 )
 from .storage import DEFAULT_STORAGE, Heartbeat, load_or_create_study, load_study_by_name
-from .study.runner import RunOptions, grid_status, run_study, study_name_of
+from .study.runner import RunOptions, grid_status, run_study, study_name_of, validate_run
 from .study.spec import load_study_file
 from .train import TrainSettings, resolve_device
-from .trials import TrialContext, run_one_trial
+from .trials import RunInProgress, TrialContext, run_one_trial
 
 SEARCH, SEARCH_SETTINGS, GROWTH, RETRAIN, HEARTBEAT = SearchJob(), SearchSettings(), GrowthSettings(), RetrainJob(), \
     Heartbeat()
@@ -81,10 +82,19 @@ def _add_artifact_store(p: Any, what: str) -> None:
                    f"every worker (default {DEFAULT_ARTIFACT_STORE}; --artifact-dir is the same flag)")
 
 
+def _add_heartbeat(p: Any) -> None:
+    p.add_argument("--heartbeat-interval", type=_positive(int), default=HEARTBEAT.interval,
+                   help=f"seconds between a running trial's heartbeats (default {HEARTBEAT.interval})")
+    p.add_argument("--grace-period", type=_positive(int), default=HEARTBEAT.grace,
+                   help="seconds of silence after which a trial's process counts as dead and the trial is retried "
+                        f"(default {HEARTBEAT.grace})")
+
+
 def _add_common(p: argparse.ArgumentParser, study_default: str, force: bool = True) -> None:
     g = p.add_argument_group("study")
     _add_storage(g, study_default)  # type: ignore[arg-type]
     _add_artifact_store(g, "epoch checkpoints, trained weights, architectures and drawings")
+    _add_heartbeat(g)
     if force:
         g.add_argument("--force", action="store_true",
                        help="run again even when a completed trial of the study already holds this run's result")
@@ -206,10 +216,7 @@ def _add_run(sub: Any) -> None:
     run.add_argument("--n-trials", type=_positive(int), default=None,
                      help="run at most this many new trials (default: until the grid is done)")
     run.add_argument("--devices", default="auto", help="comma-separated, one per worker in turn (cuda:0,cuda:1)")
-    run.add_argument("--heartbeat-interval", type=_positive(int), default=HEARTBEAT.interval,
-                     help="seconds between heartbeats")
-    run.add_argument("--grace-period", type=_positive(int), default=HEARTBEAT.grace,
-                     help="seconds of silence after which a worker counts as dead and its trial is retried")
+    _add_heartbeat(run)
     run.add_argument("--dry-run", action="store_true", help="list the grid's trials and their state; run nothing")
     run.add_argument("--json", action="store_true", help="with --dry-run: a JSON list, one object per trial")
     run.add_argument("--quiet", action="store_true", help="no per-epoch lines")
@@ -266,9 +273,14 @@ def _context(args: argparse.Namespace) -> TrialContext:
     return TrialContext(device=args.device, artifact_store=args.artifact_store, verbose=not args.quiet)
 
 
+def _heartbeat(args: argparse.Namespace) -> Heartbeat:
+    return Heartbeat(args.heartbeat_interval, args.grace_period)
+
+
 def _cli_study(args: argparse.Namespace, name: str, direction: str, metric: str) -> optuna.Study:
-    """A study for single runs: never pruned (its trials are not a sweep; Optuna's default would prune them)."""
-    study = load_or_create_study(args.storage, name, [direction], [metric])
+    """A study for single runs: never pruned (its trials are not a sweep; Optuna's default would prune them), and
+    beating, so a run whose process died is retried from its checkpoint by the next command."""
+    study = load_or_create_study(args.storage, name, [direction], [metric], heartbeat=_heartbeat(args))
     study.pruner = optuna.pruners.NopPruner()
     return study
 
@@ -290,6 +302,7 @@ def cmd_search_darts(args: argparse.Namespace) -> int:
     # space, mode and data are validated before storage is touched
     context = _context(args)
     objective = DartsSearchObjective(job, _data(args).load(), context)
+    check_artifact_store(args.artifact_store)
     study = _cli_study(args, args.study_name, "maximize", "val_acc")
     trial, ran = run_one_trial(study, objective, objective.run_key(study.study_name), context, args.force)
     _held(trial, ran, study)
@@ -311,7 +324,8 @@ def cmd_search_randgrow(args: argparse.Namespace) -> int:
                               val_portion=args.val_portion, seed=args.seed, epochs=args.epochs, cycles=args.cycles,
                               initial_epochs=args.initial_epochs, batch_size=args.batch_size, lr=args.lr,
                               function_preserving=args.function_preserving, cutout=not args.no_cutout)
-    search = RandGrowSearch.from_settings(args.storage, args.study_name, settings, _data(args), _context(args))
+    search = RandGrowSearch.from_settings(args.storage, args.study_name, settings, _data(args), _context(args),
+                                          _heartbeat(args))
     study = run_randgrow(search, args.n_workers)
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     print(f"{len(complete)} models trained; the lower convex hull of ({args.cost}, validation error):")
@@ -356,6 +370,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     # architecture and data are validated before the study is touched
     context = _context(args)
     objective = RetrainObjective(job, _data(args).load(), context)
+    check_artifact_store(args.artifact_store)
     metric = job.metric
     study = _cli_study(args, study_name, "minimize", metric)
     errors = []
@@ -389,10 +404,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         resolve_device(device)  # a missing GPU is one line now, not a failed trial later
     options = RunOptions(storage=args.storage, artifact_store=args.artifact_store, study_name=args.study_name,
                          n_workers=args.n_workers, n_trials=args.n_trials, devices=devices,
-                         heartbeat=Heartbeat(args.heartbeat_interval, args.grace_period), verbose=not args.quiet)
+                         heartbeat=_heartbeat(args), verbose=not args.quiet)
     if args.dry_run:
         if spec.sampler != "grid":
             raise NasError(f"--dry-run lists a grid; {spec.source} uses the {spec.sampler} sampler")
+        for note in validate_run(spec, options, dry_run=True):  # what the run would refuse, refused now
+            print(f"note: {note}", file=sys.stderr)
         points = grid_status(spec, options)
         if args.json:
             print(json.dumps(points))
@@ -476,12 +493,15 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what happens
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines say what happens (no tracebacks)
     try:
         if args.command == "search":
             return cmd_search_randgrow(args) if args.engine == "randgrow" else cmd_search_darts(args)
         commands = {"retrain": cmd_retrain, "run": cmd_run, "report": cmd_report, "export": cmd_export}
         return commands.get(args.command, cmd_info)(args)
+    except RunInProgress as exc:
+        print(redact(f"optuna-nas: {exc}"), file=sys.stderr)
+        return 3
     except NasError as exc:
         print(redact(f"optuna-nas: error: {exc}"), file=sys.stderr)
         return 2

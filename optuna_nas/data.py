@@ -175,6 +175,23 @@ class DataSource:
 _LOADED: dict[tuple[str, str | None, bool], ImageDataset] = {}
 
 
+class MissingDataset(NasError):
+    """A dataset this code knows (CIFAR-10/100) that is not on this machine: fetched with ``--download``."""
+
+
+# What a known downloadable dataset looks like: (channels, image size, classes), to check a study against it
+# before it is downloaded (a dry run).
+KNOWN_SHAPES = {"cifar10": (3, 32, 10), "cifar100": (3, 32, 100)}
+
+
+def stand_in_dataset(spec: str) -> ImageDataset:
+    """A few random images of the shape a known dataset has: enough to build and check networks for it."""
+    channels, size, classes = KNOWN_SHAPES[spec]
+    data = synthetic_dataset(n_train=8, n_test=4, size=size, channels=channels, num_classes=classes)
+    data.name = spec
+    return data
+
+
 def load_dataset(spec: str, data_root: str | Path | None = None, download: bool = False) -> ImageDataset:
     """Load a dataset by spec (see the module docstring); errors are one clear line."""
     kind, _, arg = spec.partition(":")
@@ -182,7 +199,14 @@ def load_dataset(spec: str, data_root: str | Path | None = None, download: bool 
     if kind == "digits" and not arg:
         return _digits()
     if kind == "synthetic":
-        return synthetic_dataset(*(int(v) for v in arg.split("x")) if arg else ())
+        try:
+            sizes = [int(v) for v in arg.split("x")] if arg else []
+        except ValueError:
+            sizes = [-1]
+        if len(sizes) > 5 or any(v < 1 for v in sizes):
+            raise NasError(f"synthetic dataset {spec!r}: use synthetic or synthetic:TRAINxTESTxSIZExCHANNELSxCLASSES "
+                           "with positive integers (e.g. synthetic:96x32x16x3x4)")
+        return synthetic_dataset(*sizes)
     if kind in ("cifar10", "cifar100") and not arg:
         return _cifar(kind, root, download)
     if kind == "npz" and arg:
@@ -205,9 +229,27 @@ def _from_arrays(name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np
             raise NasError(f"{name}: {which} must be uint8 pixels, got {x.dtype}")
         return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
 
-    train = TensorSource(to_nchw(x_train, "x_train"), torch.as_tensor(y_train).long())
-    test = TensorSource(to_nchw(x_test, "x_test"), torch.as_tensor(y_test).long())
-    classes = num_classes or int(max(train.labels.max(), test.labels.max())) + 1
+    def labels(y: np.ndarray, x: np.ndarray, which: str) -> torch.Tensor:
+        y = np.asarray(y)
+        if y.ndim != 1 or len(y) != len(x):
+            raise NasError(f"{name}: {which} must hold one label per image ({len(x)}), got shape {y.shape}")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise NasError(f"{name}: {which} must be integer class indices, got {y.dtype}")
+        if len(y) and y.min() < 0:
+            raise NasError(f"{name}: {which} holds the negative label {int(y.min())}; classes are 0, 1, 2, ...")
+        if num_classes is not None and len(y) and y.max() >= num_classes:
+            raise NasError(f"{name}: {which} holds label {int(y.max())}, but there are {num_classes} classes")
+        return torch.as_tensor(y).long()
+
+    for which, x in (("x_train", x_train), ("x_test", x_test)):
+        if len(x) == 0:
+            raise NasError(f"{name}: {which} holds no image")
+    train = TensorSource(to_nchw(x_train, "x_train"), labels(y_train, x_train, "y_train"))
+    test = TensorSource(to_nchw(x_test, "x_test"), labels(y_test, x_test, "y_test"))
+    if num_classes is None and int(test.labels.max()) > int(train.labels.max()):
+        raise NasError(f"{name}: y_test holds label {int(test.labels.max())}, which no training image has "
+                       f"(training labels 0..{int(train.labels.max())})")
+    classes = num_classes or int(train.labels.max()) + 1
     pixels = train.images.float().div(255.0)
     mean = pixels.mean(dim=(0, 2, 3))
     std = pixels.std(dim=(0, 2, 3)).clamp_min(1e-3)
@@ -249,13 +291,18 @@ def _npz(path: Path) -> ImageDataset:
         raise NasError(f"dataset file not found: {path}")
     try:
         with np.load(path, allow_pickle=False) as arrays:
-            missing = {"x_train", "y_train", "x_test", "y_test"} - set(arrays.files)
+            missing = {"x_train", "y_train", "x_test", "y_test"} - set(getattr(arrays, "files", ()))
             if missing:
                 raise NasError(f"{path}: missing arrays {', '.join(sorted(missing))}")
             parts = [arrays[k] for k in ("x_train", "y_train", "x_test", "y_test")]
-    except (OSError, ValueError) as exc:
-        raise NasError(f"{path}: not a readable .npz file ({exc})") from None
-    return _from_arrays(f"npz:{path}", *parts)
+            # class names, when the file has them, fix the class count (CIFAR-10 mini has them)
+            num_classes = len(arrays["classes"]) if "classes" in arrays.files else None
+    except NasError:
+        raise
+    except Exception as exc:  # a truncated or foreign file: zipfile, zlib, numpy and pickle-refusal errors
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NasError(f"{path}: not a readable .npz file ({reason})") from None
+    return _from_arrays(f"npz:{path}", *parts, num_classes=num_classes)
 
 
 def _cifar(kind: str, root: Path, download: bool) -> ImageDataset:
@@ -266,7 +313,7 @@ def _cifar(kind: str, root: Path, download: bool) -> ImageDataset:
         train = cls(str(root), train=True, download=download)
         test = cls(str(root), train=False, download=download)
     except RuntimeError:
-        raise NasError(
+        raise MissingDataset(
             f"{kind} not found under {root}; pass --download to fetch it, or --data-root to point at it"
         ) from None
     except OSError as exc:

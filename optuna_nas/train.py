@@ -8,6 +8,7 @@ reporting and pruning) and progress output. What happens inside an epoch is a fu
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import random
@@ -68,8 +69,13 @@ def check_finite(loss: torch.Tensor, where: str) -> None:
 # ---------------------------------------------------------------- checkpoints
 
 
+class UnreadableCheckpoint(NasError):
+    """A run's checkpoint that exists but cannot be used: truncated, foreign, gone, or of another network."""
+
+
 class Checkpointer:
-    """One file per run, replaced atomically after every epoch; loads only tensors and plain data."""
+    """One file per run, replaced atomically after every epoch; loads only tensors and plain data. A file that
+    cannot be read is set aside (renamed, kept for inspection) so that the run starts over instead of failing."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -90,8 +96,20 @@ class Checkpointer:
         try:
             return torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises several types for truncated or foreign files
-            raise NasError(f"checkpoint {self.path} is corrupt or not ours ({type(exc).__name__}); "
-                           "delete it to start over") from None
+            raise UnreadableCheckpoint(f"unreadable ({type(exc).__name__})") from None
+
+    def set_aside(self) -> str | None:
+        """Move the checkpoint out of the run's way, kept for inspection; returns where it is now."""
+        kept = self.path.with_name(f"{self.path.name}.corrupt")
+        n = 1
+        while kept.exists():
+            n += 1
+            kept = self.path.with_name(f"{self.path.name}.corrupt{n}")
+        try:
+            os.replace(self.path, kept)
+        except FileNotFoundError:
+            return None
+        return str(kept)
 
 
 # ---------------------------------------------------------------- the epoch loop
@@ -139,27 +157,50 @@ class EpochLoop:
         }
 
     def resume(self) -> dict[str, Any]:
-        """Restore from the checkpoint; returns its ``extra`` payload (empty when starting fresh)."""
-        saved = self.checkpoint.load() if self.checkpoint else None
-        if saved is None:
+        """Restore from the checkpoint; returns its ``extra`` payload (empty when starting fresh). A checkpoint
+        that cannot be used is set aside with one warning line, and the run starts from epoch 0."""
+        if self.checkpoint is None:
             return {}
         try:
+            saved = self.checkpoint.load()
+            if saved is None:
+                return {}
+            self._restore(saved)
+        except UnreadableCheckpoint as exc:
+            kept = self.checkpoint.set_aside()
+            where = f"; kept as {kept}" if kept else ""
+            print(f"[{self.desc}] warning: the checkpoint in {self.checkpoint.location} is {exc}{where}; this run "
+                  "starts again from epoch 0", file=sys.stderr)
+            return {}
+        if self.verbose:
+            print(f"[{self.desc}] resumed from {self.checkpoint.location} after epoch {self.state.epoch}",
+                  file=sys.stderr)
+        return dict(saved.get("extra") or {})
+
+    def _restore(self, saved: dict[str, Any]) -> None:
+        """Everything from ``saved``, or nothing: a checkpoint of another network leaves the fresh state as it was."""
+        modules = {k: copy.deepcopy(m.state_dict()) for k, m in self.modules.items()}
+        optimizers = {k: copy.deepcopy(o.state_dict()) for k, o in self.optimizers.items()}
+        generator, torch_rng = self.generator.get_state(), torch.get_rng_state()
+        try:
+            state = LoopState(int(saved["epoch"]), list(saved["history"]))
             for k, m in self.modules.items():
                 m.load_state_dict(saved["modules"][k])
             for k, o in self.optimizers.items():
                 o.load_state_dict(saved["optimizers"][k])
-        except (KeyError, RuntimeError, ValueError) as exc:
-            raise NasError(f"checkpoint {self.checkpoint.location} does not match this run "  # type: ignore[union-attr]
-                           f"({type(exc).__name__}); delete it or change the run's settings") from None
-        if self.scheduler and saved["scheduler"]:
-            self.scheduler.load_state_dict(saved["scheduler"])
-        self.generator.set_state(saved["generator"])
-        torch.set_rng_state(saved["torch_rng"])
-        self.state = LoopState(int(saved["epoch"]), list(saved["history"]))
-        if self.verbose:
-            print(f"[{self.desc}] resumed from {self.checkpoint.location} after epoch {self.state.epoch}",  # type: ignore[union-attr]
-                  file=sys.stderr)
-        return dict(saved.get("extra") or {})
+            if self.scheduler and saved["scheduler"]:
+                self.scheduler.load_state_dict(saved["scheduler"])
+            self.generator.set_state(saved["generator"])
+            torch.set_rng_state(saved["torch_rng"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            for k, m in self.modules.items():
+                m.load_state_dict(modules[k])
+            for k, o in self.optimizers.items():
+                o.load_state_dict(optimizers[k])
+            self.generator.set_state(generator)
+            torch.set_rng_state(torch_rng)
+            raise UnreadableCheckpoint(f"not a checkpoint of this run ({type(exc).__name__})") from None
+        self.state = state
 
     def run(self, train_epoch: Callable[[int], dict[str, Any]], evaluate: Callable[[int], dict[str, Any]],
             extra: Callable[[], dict[str, Any]] = dict) -> list[dict[str, Any]]:

@@ -48,10 +48,23 @@ def test_missing_and_corrupt_artifacts_are_one_clear_error(tmp_path: Path) -> No
     artifact_id = current_checkpoint(study, "run")
     assert artifact_id is not None
     (tmp_path / "store" / artifact_id).write_bytes(b"not a checkpoint")
-    with pytest.raises(NasError, match="is corrupt"):
+    with pytest.raises(NasError, match="unreadable"):
         ArtifactCheckpointer(store, study, "run").load()
     (tmp_path / "store" / artifact_id).unlink()
-    with pytest.raises(NasError, match="share the same --artifact-dir"):
+    with pytest.raises(NasError, match="share one artifact store"):
         ArtifactCheckpointer(store, study, "run").load()
     with pytest.raises(NasError, match="not in the artifact store"):
         download_state(store, "no-such-artifact")
+
+
+def test_an_unreadable_checkpoint_is_kept_aside_and_forgotten(tmp_path: Path) -> None:
+    store = open_artifact_store(tmp_path / "store")
+    study = optuna.create_study()
+    ArtifactCheckpointer(store, study, "run").save({"epoch": 1})
+    artifact_id = current_checkpoint(study, "run")
+    (tmp_path / "store" / artifact_id).write_bytes(b"truncated")  # type: ignore[operator]
+    checkpoint = ArtifactCheckpointer(store, study, "run")
+    assert checkpoint.set_aside() == f"artifact corrupt-{artifact_id}"
+    assert (tmp_path / "store" / f"corrupt-{artifact_id}").read_bytes() == b"truncated"
+    assert not (tmp_path / "store" / str(artifact_id)).exists()
+    assert current_checkpoint(study, "run") is None and checkpoint.load() is None

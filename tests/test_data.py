@@ -91,3 +91,41 @@ def test_search_split_can_take_a_subset_as_pc_darts_on_imagenet() -> None:
     assert len(train) == 40 and len(val) == 10 and set(train).isdisjoint(val)
     with pytest.raises(NasError, match="adding up to"):
         split_indices(400, 0.8, torch.Generator(), val_portion=0.5)
+
+
+def _npz(path, **override) -> str:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": rng.integers(0, 255, (12, 8, 8, 3), dtype=np.uint8), "y_train": np.arange(12) % 3,
+              "x_test": rng.integers(0, 255, (6, 8, 8, 3), dtype=np.uint8), "y_test": np.arange(6) % 3}
+    np.savez(path, **{**arrays, **override})
+    return f"npz:{path}"
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ({"y_train": np.arange(12) % 3 - 1}, "negative label -1"),
+    ({"y_test": (np.arange(6) % 3).astype(np.float32)}, "integer class indices, got float32"),
+    ({"y_test": np.arange(6) % 3 + 2}, "label 4, which no training image has"),
+    ({"classes": np.array(["a", "b"])}, "holds label 2, but there are 2 classes"),
+    ({"x_train": np.zeros((0, 8, 8, 3), np.uint8), "y_train": np.zeros(0, np.int64)}, "x_train holds no image"),
+    ({"y_train": np.arange(5) % 3}, r"one label per image \(12\)"),
+])
+def test_bad_labels_and_empty_splits_are_one_line(tmp_path, override: dict, message: str) -> None:
+    with pytest.raises(NasError, match=message) as info:
+        load_dataset(_npz(tmp_path / "bad.npz", **override))
+    assert "\n" not in str(info.value)
+
+
+def test_a_corrupt_npz_is_one_line(tmp_path) -> None:
+    spec = _npz(tmp_path / "whole.npz")
+    data = (tmp_path / "whole.npz").read_bytes()
+    for size in (300, len(data) // 2, 0):
+        (tmp_path / "cut.npz").write_bytes(data[:size])
+        with pytest.raises(NasError, match="not a readable .npz file") as info:
+            load_dataset(spec.replace("whole", "cut"))
+        assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("spec", ["synthetic:abc", "synthetic:0x4", "synthetic:1x2x3x4x5x6"])
+def test_a_bad_synthetic_spec_is_one_line(spec: str) -> None:
+    with pytest.raises(NasError, match="synthetic:TRAINxTESTxSIZE"):
+        load_dataset(spec)

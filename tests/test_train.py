@@ -8,7 +8,7 @@ import torch
 from optuna_nas.darts.search import SearchSettings, run_search
 from optuna_nas.data import load_dataset
 from optuna_nas.errors import NasError
-from optuna_nas.train import Checkpointer, check_finite
+from optuna_nas.train import Checkpointer, UnreadableCheckpoint, check_finite
 
 from _tiny import tiny_config
 
@@ -45,21 +45,36 @@ def test_interrupted_search_resumes_from_its_checkpoint_and_matches_an_uninterru
     assert resumed.genotype == whole.genotype
 
 
-def test_corrupt_checkpoint_is_a_clear_error(tmp_path) -> None:
-    path = tmp_path / "bad.pt"
+def test_an_unreadable_checkpoint_is_set_aside_and_the_run_starts_over(tmp_path, capsys) -> None:
+    data = load_dataset("synthetic")
+    path = tmp_path / "c.pt"
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(NasError, match="corrupt"):
+    with pytest.raises(UnreadableCheckpoint, match="unreadable"):
         Checkpointer(path).load()
+    result = run_search(tiny_config("fixed:relu"), data, SearchSettings(epochs=1, batch_size=32),
+                        torch.device("cpu"), Checkpointer(path), verbose=False)
+    assert [h["epoch"] for h in result.history] == [1]  # from epoch 0
+    assert (tmp_path / "c.pt.corrupt").read_bytes() == b"not a checkpoint"  # kept for inspection
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "kept as" in err and "starts again from epoch 0" in err
 
 
-def test_checkpoint_of_another_configuration_is_refused(tmp_path) -> None:
+def test_a_checkpoint_of_another_configuration_is_set_aside_untouched(tmp_path, capsys) -> None:
     data = load_dataset("synthetic")
     ckpt = Checkpointer(tmp_path / "c.pt")
     run_search(tiny_config("fixed:relu"), data, SearchSettings(epochs=1, batch_size=32), torch.device("cpu"), ckpt,
                verbose=False)
-    with pytest.raises(NasError, match="does not match"):
-        run_search(tiny_config("factorized"), data, SearchSettings(epochs=2, batch_size=32), torch.device("cpu"),
-                   ckpt, verbose=False)
+    foreign = (tmp_path / "c.pt").read_bytes()
+    torch.manual_seed(0)
+    fresh = run_search(tiny_config("factorized"), data, SearchSettings(epochs=2, batch_size=32), torch.device("cpu"),
+                       None, verbose=False)
+    torch.manual_seed(0)
+    again = run_search(tiny_config("factorized"), data, SearchSettings(epochs=2, batch_size=32), torch.device("cpu"),
+                       ckpt, verbose=False)
+    assert "not a checkpoint of this run" in capsys.readouterr().err
+    assert (tmp_path / "c.pt.corrupt").read_bytes() == foreign
+    # the failed restore left nothing behind: the run is the one a fresh start gives
+    assert [h["val_acc"] for h in again.history] == [h["val_acc"] for h in fresh.history]
 
 
 def test_nan_loss_stops_with_a_message() -> None:

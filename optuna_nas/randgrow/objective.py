@@ -46,11 +46,11 @@ from ..artifacts import (
 )
 from ..cost import network_cost
 from ..data import ImageDataset, split_indices
-from ..errors import NasError
+from ..errors import NasError, TrainingDiverged
 from ..plotting import draw_curve
 from ..storage import run_key, storage_of, study_token, trial_by_number
 from ..train import TrainSettings, resolve_device, seed_everything, train_classifier
-from ..trials import TrialContext
+from ..trials import TrialContext, say_why_it_failed
 from .architecture import Architecture, Skeleton
 from .network import RandGrowNetwork, inherit_weights
 from .sampler import get_proposal
@@ -115,6 +115,13 @@ class RandGrowObjective:
         return download_state(self.store, artifact)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
+        try:
+            return self._grow(trial)
+        except TrainingDiverged as exc:  # a diverged child is a failed trial, not the end of the search
+            say_why_it_failed(trial, exc, "randgrow")
+            raise
+
+    def _grow(self, trial: optuna.Trial) -> tuple[float, float]:
         job, data = self.job, self.data
         proposal = get_proposal(trial)
         if proposal is None:

@@ -9,6 +9,7 @@ after an interruption finishes the planned search instead of starting another.
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -18,8 +19,8 @@ from optuna.trial import TrialState
 
 from ..data import DataSource
 from ..errors import NasError, TrainingDiverged
-from ..storage import load_or_create_study, study_token
-from ..trials import TrialContext
+from ..storage import Heartbeat, load_or_create_study, study_token
+from ..trials import TrialContext, fail_stale
 from ..workers import limit_threads, run_workers, split_evenly
 from .architecture import INCREMENT_OPERATIONS, Architecture, SearchMode
 from .hull import lower_hull
@@ -90,11 +91,13 @@ class RandGrowSearch:
     job: RandGrowJob = field(default_factory=RandGrowJob)
     data: DataSource = field(default_factory=DataSource)
     context: TrialContext = field(default_factory=TrialContext)
+    heartbeat: Heartbeat = field(default_factory=Heartbeat)
 
     @classmethod
     def from_settings(cls, storage: str, study_name: str, settings: GrowthSettings, data: DataSource,
-                      context: TrialContext) -> RandGrowSearch:
-        return cls(storage, study_name, settings.resolved_space(), settings.n_models, settings.job(), data, context)
+                      context: TrialContext, heartbeat: Heartbeat | None = None) -> RandGrowSearch:
+        return cls(storage, study_name, settings.resolved_space(), settings.n_models, settings.job(), data, context,
+                   heartbeat or Heartbeat())
 
     def identity(self) -> dict[str, Any]:
         """What a study is tied to: growing it on with other settings would mix incomparable models."""
@@ -105,13 +108,13 @@ class RandGrowSearch:
 
     def open(self, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
         return load_or_create_study(self.storage, self.study_name, ["minimize", "minimize"],
-                                    ["val_error", self.job.cost], sampler, heartbeat=True)
+                                    ["val_error", self.job.cost], sampler, heartbeat=self.heartbeat)
 
 
 def grow_worker(search: RandGrowSearch, n_trials: int, n_workers: int) -> int:
     """Run up to ``n_trials`` growth trials in this process; returns how many it finished."""
     limit_threads(n_workers)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines say what happens
     objective = RandGrowObjective(search.job, search.data.load(), search.context)
     space = search.space
     initial = Architecture(skeleton_for(objective.data, space.cells_per_block, space.channels))
@@ -138,8 +141,9 @@ def _check_identity(study: optuna.Study, search: RandGrowSearch) -> None:
                        "use the same settings to resume it, or a new --study-name")
 
 
-def run_randgrow(search: RandGrowSearch, n_workers: int = 1) -> optuna.Study:
-    """Grow the study until it has ``search.n_trials`` completed trials, with ``n_workers`` processes."""
+def run_randgrow(search: RandGrowSearch, n_workers: int = 1, wait_for_others: bool = True) -> optuna.Study:
+    """Grow the study until it has ``search.n_trials`` completed trials, with ``n_workers`` processes; then, with
+    ``wait_for_others``, see the trials still running elsewhere finish or time out (:func:`settle`)."""
     if n_workers < 1:
         raise NasError(f"--n-workers must be at least 1, got {n_workers}")
     # dataset and skeleton are checked before anything is stored
@@ -147,19 +151,43 @@ def run_randgrow(search: RandGrowSearch, n_workers: int = 1) -> optuna.Study:
     study = search.open()
     _check_identity(study, search)
     study_token(study)  # fixed here, before workers race to create it
+    fail_stale(study)
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     remaining = search.n_trials - done
     verbose = search.context.verbose
     if remaining <= 0:
         if verbose:
             print(f"[randgrow] study {search.study_name!r} already has {done} completed trials", file=sys.stderr)
+        if wait_for_others:
+            settle(study, search.heartbeat, verbose)
         return study
     if verbose:
         print(f"[randgrow] {search.space.mode} search: {done} models done, {remaining} to train with {n_workers} "
               f"worker(s)", file=sys.stderr)
     shares = split_evenly(remaining, n_workers)
     run_workers(grow_worker, [(search, share, len(shares)) for share in shares], n_workers)
-    return search.open()
+    study = search.open()
+    if wait_for_others:
+        settle(study, search.heartbeat, verbose)
+    return study
+
+
+def settle(study: optuna.Study, heartbeat: Heartbeat, verbose: bool) -> None:
+    """Leave no trial RUNNING that no worker owns: trials still running when this command's workers are done
+    either finish, beat on (another machine's worker), or go stale within the grace period and are failed
+    (and queued again, to resume from their checkpoints)."""
+    deadline = time.monotonic() + heartbeat.grace + heartbeat.interval
+    announced = False
+    while True:
+        fail_stale(study)
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if not running or time.monotonic() > deadline:
+            return
+        if verbose and not announced:
+            print(f"[randgrow] {len(running)} trial(s) running elsewhere: waiting up to {heartbeat.grace} s for them "
+                  "to finish, or to be failed if their worker died", file=sys.stderr)
+            announced = True
+        time.sleep(min(heartbeat.interval, 1.0))
 
 
 def hull_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

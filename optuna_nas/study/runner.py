@@ -26,14 +26,15 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..artifacts import DEFAULT_ARTIFACT_STORE, open_artifact_store
+from ..artifacts import DEFAULT_ARTIFACT_STORE, check_artifact_store, open_artifact_store
+from ..data import MissingDataset, stand_in_dataset
 from ..errors import NasError, TrainingDiverged, redact
 from ..storage import Heartbeat, load_or_create_study, load_study_by_name, study_token
-from ..trials import TrialContext, discard_finished_checkpoint
+from ..trials import TrialContext, discard_finished_checkpoint, fail_stale
 from ..workers import limit_threads, run_workers, split_evenly
 from .grid import DONE_STATES, grid_state, point_key, point_status
 from .spec import SPEC_ATTR, StudySpec
-from .stages import StageContext, StudyObjective, fail_stale
+from .stages import StageContext, StudyObjective
 
 
 @dataclass
@@ -66,7 +67,7 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
             return optuna.pruners.MedianPruner(**options)
         if spec.pruner["type"] == "hyperband":
             return optuna.pruners.HyperbandPruner(**options)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise NasError(f"{spec.source}: pruner: {exc}") from None
     return optuna.pruners.NopPruner()
 
@@ -92,7 +93,7 @@ def discard_finished_checkpoints(artifact_store: str) -> Callable[[optuna.Study,
 def study_worker(spec: StudySpec, options: RunOptions, index: int, budget: int | None, n_workers: int) -> int:
     """One worker: run trials until the grid is done (or ``budget`` trials ran); returns how many it ran."""
     limit_threads(n_workers)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines say what happens
     device = options.devices[index % len(options.devices)]
     study = open_study(spec, options, seed=os.getpid())
     objective = StudyObjective(spec, options.stage_context(spec, device))
@@ -134,11 +135,28 @@ def study_worker(spec: StudySpec, options: RunOptions, index: int, budget: int |
     return ran
 
 
-def prepare_study(spec: StudySpec, options: RunOptions) -> optuna.Study:
-    """Validate data and the first configuration, then create (or check) the study, before any worker runs."""
+def validate_run(spec: StudySpec, options: RunOptions, dry_run: bool = False) -> list[str]:
+    """Everything a run checks before it writes anything: the data, what every row's trials build (networks,
+    architectures, RandGrow spaces), the pruner and the artifact store. A dry run checks the same, against
+    a stand-in of the right shape for a downloadable dataset that is not here yet; it returns what it noted."""
+    datasets, notes = {}, []
     for source in {spec.data, spec.search_data}:
-        source.load()
-    StudyObjective(spec, options.stage_context(spec, options.devices[0])).validate()
+        try:
+            datasets[source] = source.load()
+        except MissingDataset as exc:
+            if not dry_run:
+                raise
+            datasets[source] = stand_in_dataset(source.spec)
+            notes.append(f"{exc} (checked against its shape)")
+    StudyObjective(spec, options.stage_context(spec, options.devices[0]), datasets).validate()
+    make_pruner(spec)
+    check_artifact_store(options.artifact_store)
+    return notes
+
+
+def prepare_study(spec: StudySpec, options: RunOptions) -> optuna.Study:
+    """Validate everything (``validate_run``), then create (or check) the study, before any worker runs."""
+    validate_run(spec, options)
     study = open_study(spec, options, heartbeat=False)
     identity = {"objective": spec.objective, "configurations": [c.name for c in spec.configurations],
                 "sampler": spec.sampler, "sweep": spec.sweep, "preset": spec.preset}

@@ -18,24 +18,24 @@ import os
 import platform
 import sys
 import time
-import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import optuna
-from optuna.storages import fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from ..artifacts import open_artifact_store
 from ..darts.genotypes import Genotype
 from ..darts.objective import DartsSearchObjective, SearchJob
-from ..errors import NasError
+from ..data import DataSource, ImageDataset
+from ..errors import NasError, TrainingDiverged
 from ..randgrow.runner import GrowthSettings, RandGrowSearch, run_randgrow
 from ..randgrow.sampler import get_proposal
 from ..retrain import AnyArchitecture, RetrainJob, RetrainObjective
 from ..storage import Heartbeat, load_or_create_study, run_key, study_token
 from ..train import resolve_device
-from ..trials import TrialContext, discard_finished_checkpoint
+from ..trials import TrialContext, discard_finished_checkpoint, fail_stale, say_why_it_failed
 from .grid import MAX_FAILURES, give_way_if_taken, suggest_point
 from .spec import Configuration, StudySpec
 
@@ -50,22 +50,29 @@ class StageContext:
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
 
 
-def fail_stale(study: optuna.Study) -> None:
-    """Optuna's ``fail_stale_trials`` (experimental, and exactly what a worker needs), without the warning."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        fail_stale_trials(study)
-
-
 class StudyObjective:
     """The objective every trial of a study file runs; the stages follow ``spec.objective``."""
 
-    def __init__(self, spec: StudySpec, context: StageContext) -> None:
+    def __init__(self, spec: StudySpec, context: StageContext,
+                 datasets: Mapping[DataSource, ImageDataset] | None = None) -> None:
         self.spec = spec
         self.context = context
+        self.datasets = dict(datasets or {})  # given (a dry run's stand-ins), else loaded when first needed
         self.searches: optuna.Study | None = None
 
+    def _data(self, source: DataSource) -> ImageDataset:
+        if source not in self.datasets:
+            self.datasets[source] = source.load()
+        return self.datasets[source]
+
     def __call__(self, trial: optuna.Trial) -> float:
+        try:
+            return self._run(trial)
+        except TrainingDiverged as exc:  # the study goes on; the point is tried again, MAX_FAILURES times at most
+            say_why_it_failed(trial, exc, "study")
+            raise
+
+    def _run(self, trial: optuna.Trial) -> float:
         params = suggest_point(self.spec, trial)
         if self.spec.sampler == "grid":
             give_way_if_taken(trial, params)
@@ -116,7 +123,7 @@ class StudyObjective:
         retrain: RetrainJob = self.spec.stage(cfg, "retrain", params)
         job = replace(job, settings=replace(job.settings, seed=seed), retrain_channels=retrain.channels,
                       retrain_layers=retrain.layers, config_a_genotype=config_a or job.config_a_genotype)
-        return DartsSearchObjective(job, self.spec.search_data.load(), self.context.trial)
+        return DartsSearchObjective(job, self._data(self.spec.search_data), self.context.trial)
 
     def _searches_study(self) -> optuna.Study:
         if self.searches is None:
@@ -192,7 +199,7 @@ class StudyObjective:
         job = replace(job, seed=seed, architecture=architecture if architecture is not None else job.architecture)
         if self.spec.selects and job.val_portion is None:  # the spec sets it; this guards the rule itself
             raise NasError(f"{self.spec.source}: a study that samples or prunes must not score on the test split")
-        return RetrainObjective(job, self.spec.data.load(), self.context.trial)
+        return RetrainObjective(job, self._data(self.spec.data), self.context.trial)
 
     def retrain(self, trial: optuna.Trial, cfg: Configuration, seed: int, params: dict[str, Any],
                 architecture: AnyArchitecture | None) -> float:
@@ -210,14 +217,14 @@ class StudyObjective:
         name = (f"{self.context.study_name}-grow-{space.mode}-N{space.cells_per_block}-F{space.channels}-"
                 f"{key[:6]}")
         return RandGrowSearch.from_settings(self.context.storage, name, grow, self.spec.search_data,
-                                            self.context.trial)
+                                            self.context.trial, self.context.heartbeat)
 
     def randgrow(self, trial: optuna.Trial, cfg: Configuration, seed: int, params: dict[str, Any]) -> float:
         """Grow the row's search study to ``n_models`` models (or find it grown), then train its lowest
         validation error model from scratch: the paper retrains "the best models obtained via the search
         procedure (in terms of validation error)"."""
         search = self.growth_search(self.spec.stage(cfg, "randgrow", params))
-        sub_study = run_randgrow(search, n_workers=1)
+        sub_study = run_randgrow(search, n_workers=1, wait_for_others=False)  # the study's workers take over
         complete = sub_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         best = min(complete, key=lambda t: (t.values[0], t.number))
         trial.set_user_attr("search_study", sub_study.study_name)

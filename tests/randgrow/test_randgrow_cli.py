@@ -90,3 +90,31 @@ def test_retrain_a_trial_of_the_study_and_its_exported_json(tmp_path, capsys) ->
     assert main(["retrain", str(path), "--study-name", "from-file", *common]) == 0
     assert main(["retrain", "--study-name", "grow", "--trial", "9", *common]) == 2
     assert "no trial 9" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_a_rerun_leaves_no_trial_running_that_no_worker_owns(tmp_path, kind) -> None:
+    """A worker died in the middle of a trial after the study had its models; the rerun, which has nothing left to
+    train, fails the dead worker's trial once its heartbeat is stale (here after 2 s) instead of leaving it
+    RUNNING."""
+    from optuna_nas.storage import Heartbeat
+
+    storage = _storage(kind, tmp_path)
+    beat = ["--heartbeat-interval", "1", "--grace-period", "2"]
+    assert main(_args(tmp_path, storage, "--n-trials", "2", *beat)) == 0
+    study = optuna.load_study(study_name="grow", storage=open_storage(storage, Heartbeat(1, 2)))
+    orphan = study.ask()  # what a worker killed mid-trial leaves: a RUNNING trial with a heartbeat that stops
+    study._storage.record_heartbeat(orphan._trial_id)
+    assert main(_args(tmp_path, storage, "--n-trials", "2", *beat)) == 0
+    states = [t.state for t in optuna.load_study(study_name="grow", storage=open_storage(storage)).get_trials()]
+    assert optuna.trial.TrialState.RUNNING not in states
+    assert states[orphan.number] == optuna.trial.TrialState.FAIL
+
+
+def test_randgrow_search_takes_the_heartbeat_flags(tmp_path) -> None:
+    from optuna_nas.cli import build_parser
+
+    args = build_parser().parse_args(_args(tmp_path, "sqlite:///x.db", "--heartbeat-interval", "5",
+                                           "--grace-period", "20"))
+    assert (args.heartbeat_interval, args.grace_period) == (5, 20)

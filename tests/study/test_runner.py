@@ -14,6 +14,7 @@ from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 
 from optuna_nas import retrain as objectives
+from optuna_nas.artifacts import current_checkpoint
 from optuna_nas.cli import main
 from optuna_nas.darts.genotypes import Genotype
 from optuna_nas.retrain import load_architecture
@@ -153,6 +154,43 @@ def test_ctrl_c_fails_the_trial_and_the_rerun_resumes_from_its_checkpoint(
     trials = optuna.load_study(study_name="interrupt", storage=storage).trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert trials[1].user_attrs["resumed_from_epoch"] == 1 and set(trials[1].intermediate_values) == {1, 2}
+
+
+def test_a_truncated_checkpoint_costs_no_grid_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    """Interrupted after its first epoch, then its checkpoint cut to 300 bytes: the rerun sets the file aside with
+    one warning, retrains that point from scratch, runs the other point too, and exits 0."""
+    path = write_study(tmp_path, "truncated", seeds=[0, 1], retrain={**TINY_RETRAIN, "epochs": 2})
+    storage, artifacts = f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "a"
+    args = ["run", path, "--storage", storage, "--artifact-dir", str(artifacts), "--quiet"]
+    real = objectives.report_to_trial
+
+    def interrupt_after_first_epoch(trial: optuna.Trial, metric: str):  # type: ignore[no-untyped-def]
+        report = real(trial, metric)
+
+        def callback(epoch: int, metrics: dict) -> None:
+            report(epoch, metrics)
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+        return callback
+
+    monkeypatch.setattr(objectives, "report_to_trial", interrupt_after_first_epoch)
+    assert main(args) == 130
+    monkeypatch.setattr(objectives, "report_to_trial", real)
+    study = optuna.load_study(study_name="truncated", storage=storage)
+    key = study.trials[0].user_attrs["checkpoint"]
+    artifact = artifacts / str(current_checkpoint(study, key))
+    artifact.write_bytes(artifact.read_bytes()[:300])
+    capsys.readouterr()
+    assert main(args) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "unreadable" in warnings[0] and "starts again from epoch 0" in warnings[0]
+    trials = optuna.load_study(study_name="truncated", storage=storage).trials
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert sorted(t.params["seed"] for t in complete) == [0, 1]  # no point lost, none given up
+    assert all("resumed_from_epoch" not in t.user_attrs for t in complete)
+    assert (artifacts / f"corrupt-{artifact.name}").stat().st_size == 300 and not artifact.exists()  # kept aside
 
 
 def test_a_changed_study_file_is_refused_before_anything_runs(tmp_path: Path) -> None:
