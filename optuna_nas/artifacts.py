@@ -1,34 +1,45 @@
-"""Trial artifacts through Optuna's artifact store: weights, architecture JSON, anything a trial leaves.
+"""Trial artifacts through Optuna's artifact stores: weights, architecture JSON, anything a trial leaves.
 
-Every worker that shares a storage URL and an artifact directory (or bucket) sees every trial's files, so
-a RandGrow child on one machine starts from weights its parent saved on another. Tensors are written with
+``--artifact-store`` (alias ``--artifact-dir``) takes:
+
+- a directory, as a path or ``file://PATH`` (Optuna's ``FileSystemArtifactStore``; many machines share it
+  through a shared filesystem);
+- ``s3://BUCKET/PREFIX`` (Optuna's ``Boto3ArtifactStore``): endpoint and credentials come from the standard
+  AWS environment variables, so MinIO, Ceph and other S3-compatible stores work through ``AWS_ENDPOINT_URL``;
+- ``gs://BUCKET/PREFIX`` (Optuna's ``GCSArtifactStore``, credentials from the environment).
+
+Object stores are wrapped in Optuna's ``Backoff`` (retries with exponential backoff). Every worker that shares a
+storage URL and an artifact store sees every trial's files, so a RandGrow child on one machine starts from
+weights its parent saved on another, and a dead worker's trial resumes anywhere. Tensors are written with
 ``torch.save`` and read back with ``torch.load(..., weights_only=True)``; nothing is unpickled.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import os
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import optuna
 import torch
-from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
+from optuna.artifacts import Backoff, FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.storages import BaseStorage
 
 from .errors import NasError, redact
-from .storage import set_study_system_attr, study_system_attrs
+from .storage import for_optuna_tools, set_study_system_attr, study_system_attrs
 from .train import Checkpointer, UnreadableCheckpoint
 
 DEFAULT_ARTIFACT_STORE = "optuna-nas-artifacts"
 AnyTrial = optuna.Trial | optuna.trial.FrozenTrial
 ArtifactStore = Any  # Optuna's ArtifactStore protocol (open_reader, write, remove): filesystem, S3, GCS, Backoff
+OBJECT_STORES = ("s3://", "gs://")
 
 
 def artifact_directory(location: str | Path) -> Path:
@@ -37,9 +48,63 @@ def artifact_directory(location: str | Path) -> Path:
     return Path(text.removeprefix("file://")) if text.startswith("file://") else Path(text)
 
 
+def _bucket(location: str) -> tuple[str, str]:
+    """(bucket, prefix) of ``s3://BUCKET/PREFIX`` or ``gs://BUCKET/PREFIX``; the prefix ends in ``/`` or is empty."""
+    bucket, _, prefix = location.split("://", 1)[1].partition("/")
+    if not bucket:
+        raise NasError(f"artifact store {location!r}: name a bucket, e.g. {location.split('://')[0]}://BUCKET/PREFIX")
+    prefix = prefix.strip("/")
+    return bucket, f"{prefix}/" if prefix else ""
+
+
+class PrefixedArtifactStore:
+    """Another artifact store's objects under ``prefix`` (one bucket, many projects). Optuna's object stores put
+    artifacts at the bucket's top level and have no prefix of their own, hence this small wrapper."""
+
+    def __init__(self, backend: ArtifactStore, prefix: str) -> None:
+        self.backend, self.prefix = backend, prefix
+
+    def open_reader(self, artifact_id: str) -> BinaryIO:
+        return self.backend.open_reader(self.prefix + artifact_id)
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        self.backend.write(self.prefix + artifact_id, content_body)
+
+    def remove(self, artifact_id: str) -> None:
+        self.backend.remove(self.prefix + artifact_id)
+
+
+def _need(module: str, package: str, location: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        raise NasError(f"artifact store {location!r} needs the {package} package: pip install {package}")
+
+
+def _object_store(location: str) -> ArtifactStore:
+    bucket, prefix = _bucket(location)
+    if location.startswith("s3://"):
+        _need("boto3", "boto3", location)
+        import boto3
+        from optuna.artifacts import Boto3ArtifactStore
+
+        store: ArtifactStore = Boto3ArtifactStore(bucket, boto3.client("s3"))
+    else:
+        _need("google.cloud.storage", "google-cloud-storage", location)
+        from google.cloud import storage as gcs
+        from optuna.artifacts import GCSArtifactStore
+
+        store = GCSArtifactStore(bucket, gcs.Client())
+    store = PrefixedArtifactStore(store, prefix) if prefix else store
+    return Backoff(store, max_retries=5)  # transient network errors are retried, briefly
+
+
 def check_artifact_store(location: str | Path) -> None:
     """That the artifact store at ``location`` can be used, without creating anything: an existing writable
-    directory, or one that can be made in a writable directory. A run checks this before it writes to storage."""
+    directory, or one that can be made in a writable directory; a bucket that exists and answers. A run checks
+    this before it writes to storage."""
+    text = str(location)
+    if text.startswith(OBJECT_STORES):
+        _check_bucket(text)
+        return
     path = artifact_directory(location).absolute()
     if path.exists():
         if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
@@ -53,9 +118,29 @@ def check_artifact_store(location: str | Path) -> None:
         raise NasError(f"cannot use artifact directory {path}: {parent} is not a writable directory")
 
 
-def open_artifact_store(location: str | Path) -> FileSystemArtifactStore:
-    """The artifact store at ``location``: a directory (a path or ``file://PATH``, shared by many machines
-    through a shared filesystem), created if missing."""
+def _check_bucket(location: str) -> None:
+    bucket, _ = _bucket(location)
+    try:
+        if location.startswith("s3://"):
+            _need("boto3", "boto3", location)
+            import boto3
+
+            boto3.client("s3").head_bucket(Bucket=bucket)
+        else:
+            _need("google.cloud.storage", "google-cloud-storage", location)
+            from google.cloud import storage as gcs
+
+            if not gcs.Client().bucket(bucket).exists():
+                raise NasError("no such bucket")
+    except Exception as exc:  # the clients' many error types, as one line
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NasError(f"cannot use artifact store {location}: {reason}") from None
+
+
+def open_artifact_store(location: str | Path) -> ArtifactStore:
+    """The artifact store at ``location`` (see the module notes); a directory is created if missing."""
+    if str(location).startswith(OBJECT_STORES):
+        return _object_store(str(location))
     path = artifact_directory(location)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -65,8 +150,11 @@ def open_artifact_store(location: str | Path) -> FileSystemArtifactStore:
 
 
 def dashboard_command(storage: str, location: str | Path) -> str:
-    """The optuna-dashboard command that shows a study of ``storage`` with its artifacts."""
-    return redact(f"optuna-dashboard {storage} --artifact-dir {artifact_directory(location)}")
+    """The command that shows a study of ``storage`` with its artifacts in optuna-dashboard: optuna-dashboard
+    itself for a directory, ``optuna-nas dashboard`` (the same server, given the object store) for a bucket."""
+    if str(location).startswith(OBJECT_STORES) or storage.startswith("grpc://"):
+        return redact(f"optuna-nas dashboard --storage {storage} --artifact-store {location}")
+    return redact(f"optuna-dashboard {for_optuna_tools(storage)} --artifact-dir {artifact_directory(location)}")
 
 
 def _upload(trial: AnyTrial, store: Any, storage: BaseStorage | None, filename: str, write: Any) -> str:

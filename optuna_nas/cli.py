@@ -13,6 +13,7 @@ import argparse
 import json
 import statistics
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -22,7 +23,7 @@ import optuna
 import torch
 
 from . import __version__
-from .artifacts import DEFAULT_ARTIFACT_STORE, check_artifact_store, dashboard_command
+from .artifacts import DEFAULT_ARTIFACT_STORE, check_artifact_store, dashboard_command, open_artifact_store
 from .cost import count_multiply_adds, count_parameters
 from .darts.genotypes import load_genotype
 from .darts.model import IMAGENET_CHANNELS, IMAGENET_LAYERS, build_network
@@ -30,7 +31,9 @@ from .darts.objective import DartsSearchObjective, SearchJob
 from .darts.search import SearchSettings
 from .darts.space import load_search_space
 from .data import DataSource
+from .distributed import Replicas
 from .errors import NasError, redact
+from .heartbeat import Heartbeat
 from .randgrow.runner import GrowthSettings, RandGrowSearch, hull_trials, run_randgrow
 from .report import format_table, save_plots
 from .retrain import (
@@ -43,11 +46,19 @@ from .retrain import (
     paper_training,
     trained_weights,
 )
-from .storage import DEFAULT_STORAGE, Heartbeat, load_or_create_study, load_study_by_name
+from .storage import (
+    DEFAULT_STORAGE,
+    for_optuna_tools,
+    load_or_create_study,
+    load_study_by_name,
+    open_storage,
+    storage_kind,
+)
 from .study.runner import RunOptions, grid_status, run_study, study_name_of, validate_run
 from .study.spec import load_study_file
-from .train import TrainSettings, resolve_device
+from .train import AMP_MODES, TrainSettings
 from .trials import RunInProgress, TrialContext, run_one_trial
+from .workers import worker_devices
 
 SEARCH, SEARCH_SETTINGS, GROWTH, RETRAIN, HEARTBEAT = SearchJob(), SearchSettings(), GrowthSettings(), RetrainJob(), \
     Heartbeat()
@@ -68,7 +79,7 @@ def _positive(kind: type) -> Any:
 
 def _add_storage(p: argparse.ArgumentParser, study_default: str | None, required: bool = False) -> None:
     p.add_argument("--storage", default=DEFAULT_STORAGE,
-                   help=f"Optuna storage URL or journal:PATH (default {DEFAULT_STORAGE})")
+                   help=f"Optuna storage: an RDB URL, a journal file, redis:// or grpc:// (default {DEFAULT_STORAGE})")
     if required:
         p.add_argument("--study-name", required=True, help="the study to read")
     else:
@@ -78,8 +89,9 @@ def _add_storage(p: argparse.ArgumentParser, study_default: str | None, required
 
 def _add_artifact_store(p: Any, what: str) -> None:
     p.add_argument("--artifact-store", "--artifact-dir", dest="artifact_store", default=DEFAULT_ARTIFACT_STORE,
-                   metavar="DIR", help=f"Optuna artifact store for {what}: a directory or file://DIR, shared by "
-                   f"every worker (default {DEFAULT_ARTIFACT_STORE}; --artifact-dir is the same flag)")
+                   metavar="URL", help=f"Optuna artifact store for {what}: a directory (or file://DIR), "
+                   f"s3://BUCKET/PREFIX or gs://BUCKET/PREFIX, shared by every worker (default "
+                   f"{DEFAULT_ARTIFACT_STORE}; --artifact-dir is the same flag)")
 
 
 def _add_heartbeat(p: Any) -> None:
@@ -104,6 +116,11 @@ def _add_common(p: argparse.ArgumentParser, study_default: str, force: bool = Tr
     d.add_argument("--data-root", default=None, help="where torchvision datasets live")
     d.add_argument("--download", action="store_true", help="download cifar10/cifar100 if missing")
     d.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    d.add_argument("--amp", choices=list(AMP_MODES), default="bf16",
+                   help="mixed precision on CUDA: bf16 (Ampere and later), fp16 (with a loss scaler: V100, T4, ...) "
+                        "or off (default bf16)")
+    d.add_argument("--workers", type=int, default=DataSource().workers,
+                   help=f"DataLoader processes for image folders (default {DataSource().workers})")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--quiet", action="store_true", help="no per-epoch lines")
 
@@ -151,7 +168,10 @@ def _add_search_randgrow(engines: Any) -> None:
                         "space's)")
     g.add_argument("--n-trials", type=_positive(int), default=GROWTH.n_models,
                    help="completed models the study should have")
-    g.add_argument("--n-workers", type=_positive(int), default=1, help="local worker processes (joblib)")
+    g.add_argument("--n-workers", type=_positive(int), default=None,
+                   help="local worker processes (joblib; default: one per visible GPU, else 1)")
+    g.add_argument("--devices", default="auto", help="auto (one worker per visible GPU, each on its own) or a "
+                   "comma-separated list the workers take in turn (cuda:0,cuda:1; cpu)")
     g.add_argument("--cells-per-block", type=_positive(int), default=None, help="N of the initial network "
                    "(default: the space's, 6)")
     g.add_argument("--channels", type=_positive(int), default=None, help="F, initial channels, even (default: the "
@@ -209,16 +229,21 @@ def _add_run(sub: Any) -> None:
     run.add_argument("study_file", help="a study YAML file, or a shipped study's name (a_darts_table2, ...)")
     run.add_argument("--preset", default=None, help="a preset of the file, e.g. tiny (CPU, minutes)")
     run.add_argument("--storage", default=DEFAULT_STORAGE,
-                     help=f"Optuna storage URL or journal:PATH, shared by all workers (default {DEFAULT_STORAGE})")
+                     help=f"Optuna storage shared by all workers: an RDB URL, a journal file, redis:// or grpc:// "
+                          f"(default {DEFAULT_STORAGE})")
     run.add_argument("--study-name", default=None, help="default: the file's name (+ -PRESET)")
     _add_artifact_store(run, "checkpoints, weights, genotypes and drawings")
-    run.add_argument("--n-workers", type=_positive(int), default=1, help="local worker processes (joblib)")
+    run.add_argument("--n-workers", type=_positive(int), default=None,
+                     help="local worker processes (joblib; default: one per visible GPU, else 1)")
     run.add_argument("--n-trials", type=_positive(int), default=None,
                      help="run at most this many new trials (default: until the grid is done)")
-    run.add_argument("--devices", default="auto", help="comma-separated, one per worker in turn (cuda:0,cuda:1)")
+    run.add_argument("--devices", default="auto", help="auto (one worker per visible GPU, each on its own) or a "
+                     "comma-separated list the workers take in turn (cuda:0,cuda:1; cpu)")
     _add_heartbeat(run)
     run.add_argument("--dry-run", action="store_true", help="list the grid's trials and their state; run nothing")
     run.add_argument("--json", action="store_true", help="with --dry-run: a JSON list, one object per trial")
+    run.add_argument("--workers", type=int, default=DataSource().workers,
+                     help=f"DataLoader processes for image folders (default {DataSource().workers})")
     run.add_argument("--quiet", action="store_true", help="no per-epoch lines")
 
 
@@ -251,6 +276,21 @@ def build_parser() -> argparse.ArgumentParser:
                              "artifact store")
     _add_artifact_store(export, "the trained weights (with --weights)")
 
+    dashboard = sub.add_parser("dashboard", help="optuna-dashboard for any storage and artifact store (S3, GCS and "
+                               "grpc:// included, which optuna-dashboard's own command does not take)")
+    dashboard.add_argument("--storage", default=DEFAULT_STORAGE,
+                           help=f"the studies' storage (default {DEFAULT_STORAGE})")
+    _add_artifact_store(dashboard, "the figures, drawings and weights the trials show")
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
+    dashboard.add_argument("--port", type=_positive(int), default=8080, help="port (default 8080)")
+
+    proxy = sub.add_parser("storage-proxy", help="serve one storage to many workers over gRPC: they use "
+                           "--storage grpc://HOST:PORT (for hundreds of workers on one database)")
+    proxy.add_argument("--storage", required=True, help="the storage to serve: an RDB URL, a journal file or redis://")
+    proxy.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1; 0.0.0.0 to serve other machines)")
+    proxy.add_argument("--port", type=_positive(int), default=13000, help="port (default 13000)")
+
     info = sub.add_parser("info", help="parameters and multiply-adds of a genotype, or a space's size")
     info.add_argument("arch", nargs="?", help="built-in genotype name or JSON file")
     info.add_argument("--space", default=None, help="search-space YAML file or shipped name: print its size")
@@ -266,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _data(args: argparse.Namespace) -> DataSource:
-    return DataSource(args.dataset, args.data_root, args.download)
+    return DataSource(args.dataset, args.data_root, args.download, args.workers)
 
 
 def _context(args: argparse.Namespace) -> TrialContext:
@@ -295,7 +335,8 @@ def cmd_search_darts(args: argparse.Namespace) -> int:
     settings = SearchSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_min=args.lr_min,
                               weight_decay=args.weight_decay, arch_lr=args.arch_lr, unrolled=args.unrolled,
                               beta_pass=args.beta_pass, train_portion=args.train_portion,
-                              val_portion=args.val_portion, warmup_epochs=args.warmup_epochs, seed=args.seed)
+                              val_portion=args.val_portion, warmup_epochs=args.warmup_epochs, seed=args.seed,
+                              amp=args.amp)
     job = SearchJob(space=args.space, activation_mode=args.activation_mode, config_a_genotype=args.config_a,
                     partial_channels=args.partial_channels, recompute_cells=args.recompute_cells,
                     channels=args.channels, layers=args.layers, settings=settings)
@@ -312,7 +353,7 @@ def cmd_search_darts(args: argparse.Namespace) -> int:
     print(f"trial {trial.number}: search val_acc {trial.value:.2f}%  retrain cost {trial.user_attrs['params']:,} "
           f"params, {trial.user_attrs['flops']:,} multiply-adds  ({trial.user_attrs['search_seconds']:.0f} s)")
     print(json.dumps(genotype))
-    print(redact(f"see it: optuna trials --storage {args.storage} --study-name {args.study_name}"))
+    print(redact(f"see it: optuna trials --storage {for_optuna_tools(args.storage)} --study-name {args.study_name}"))
     print(f"        {dashboard_command(args.storage, args.artifact_store)}   (weights and figures in "
           f"{args.artifact_store})")
     return 0
@@ -323,10 +364,11 @@ def cmd_search_randgrow(args: argparse.Namespace) -> int:
                               channels=args.channels, n_models=args.n_trials, cost=args.cost,
                               val_portion=args.val_portion, seed=args.seed, epochs=args.epochs, cycles=args.cycles,
                               initial_epochs=args.initial_epochs, batch_size=args.batch_size, lr=args.lr,
-                              function_preserving=args.function_preserving, cutout=not args.no_cutout)
+                              function_preserving=args.function_preserving, cutout=not args.no_cutout,
+                              amp=args.amp)
     search = RandGrowSearch.from_settings(args.storage, args.study_name, settings, _data(args), _context(args),
                                           _heartbeat(args))
-    study = run_randgrow(search, args.n_workers)
+    study = run_randgrow(search, devices=worker_devices(args.devices, args.n_workers))
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     print(f"{len(complete)} models trained; the lower convex hull of ({args.cost}, validation error):")
     print(f"{'trial':>6} {'parent':>6} {'gen':>4} {args.cost:>12} {'val error %':>12}")
@@ -343,7 +385,7 @@ def cmd_search_randgrow(args: argparse.Namespace) -> int:
 def _retrain_settings(args: argparse.Namespace, base: TrainSettings) -> TrainSettings:
     """The published training of the architecture, with what the command line sets."""
     chosen = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "drop_path_prob": args.drop_path,
-              "auxiliary_weight": args.auxiliary_weight}
+              "auxiliary_weight": args.auxiliary_weight, "amp": args.amp}
     if args.no_cutout:
         chosen["cutout"] = False
     settings = replace(base, **{k: v for k, v in chosen.items() if v is not None})
@@ -367,9 +409,26 @@ def cmd_retrain(args: argparse.Namespace) -> int:
                      activation=args.activation, val_portion=args.val_portion, seed=args.seed,
                      settings=_retrain_settings(args, paper_training(architecture, args.imagenet)),
                      **{**network, **{k: v for k, v in chosen.items() if v is not None}})
+    replicas = Replicas.from_environment()  # started by torchrun: one trial, trained by every process
+    if replicas is not None:
+        args.device = replicas.device
     # architecture and data are validated before the study is touched
     context = _context(args)
-    objective = RetrainObjective(job, _data(args).load(), context)
+    objective = RetrainObjective(job, _data(args).load(), context, replicas)
+    if replicas is not None and not replicas.lead:  # only the lead touches the study
+        objective.follow()
+        replicas.close()
+        return 0
+    try:
+        return _retrain_runs(args, objective, job, study_name, context)
+    finally:
+        if replicas is not None:
+            replicas.share(None)  # done: the other processes stop
+            replicas.close()
+
+
+def _retrain_runs(args: argparse.Namespace, objective: RetrainObjective, job: RetrainJob, study_name: str,
+                  context: TrialContext) -> int:
     check_artifact_store(args.artifact_store)
     metric = job.metric
     study = _cli_study(args, study_name, "minimize", metric)
@@ -399,11 +458,11 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     spec = load_study_file(args.study_file, args.preset)
-    devices = tuple(d.strip() for d in args.devices.split(",") if d.strip()) or ("auto",)
-    for device in devices:
-        resolve_device(device)  # a missing GPU is one line now, not a failed trial later
+    spec = replace(spec, data=replace(spec.data, workers=args.workers),
+                   search_data=replace(spec.search_data, workers=args.workers))
+    devices = tuple(worker_devices(args.devices, args.n_workers))  # a missing GPU is one line now
     options = RunOptions(storage=args.storage, artifact_store=args.artifact_store, study_name=args.study_name,
-                         n_workers=args.n_workers, n_trials=args.n_trials, devices=devices,
+                         n_workers=len(devices), n_trials=args.n_trials, devices=devices,
                          heartbeat=_heartbeat(args), verbose=not args.quiet)
     if args.dry_run:
         if spec.sampler != "grid":
@@ -463,6 +522,31 @@ def _write_atomically(target: Path, write: Any) -> None:
         raise NasError(f"cannot write {target}: {exc.strerror}") from None
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from optuna_dashboard import run_server
+
+    storage = open_storage(args.storage, create=False)
+    print(f"optuna-dashboard on http://{args.host}:{args.port}/ for {redact(args.storage)} with artifacts in "
+          f"{args.artifact_store}", file=sys.stderr)
+    run_server(storage, host=args.host, port=args.port, artifact_store=open_artifact_store(args.artifact_store))
+    return 0
+
+
+def cmd_storage_proxy(args: argparse.Namespace) -> int:
+    if storage_kind(args.storage)[0] == "grpc":
+        raise NasError("storage-proxy serves a storage itself: give it the database, journal file or redis:// URL")
+    open_storage(f"grpc://{args.host}:{args.port}")  # grpcio and protobuf are there, or one line says so
+    storage = open_storage(args.storage)  # the workers beat through the proxy (see heartbeat.py)
+    print(redact(f"serving {args.storage} on grpc://{args.host}:{args.port}; start workers with --storage "
+                 f"grpc://{args.host}:{args.port}"), file=sys.stderr)
+    from optuna.storages import run_grpc_proxy_server
+
+    with warnings.catch_warnings():  # "experimental" in Optuna, and what very many workers need
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        run_grpc_proxy_server(storage, host=args.host, port=args.port)
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     if args.space:
         space = load_search_space(args.space)
@@ -497,7 +581,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "search":
             return cmd_search_randgrow(args) if args.engine == "randgrow" else cmd_search_darts(args)
-        commands = {"retrain": cmd_retrain, "run": cmd_run, "report": cmd_report, "export": cmd_export}
+        commands = {"retrain": cmd_retrain, "run": cmd_run, "report": cmd_report, "export": cmd_export,
+                    "dashboard": cmd_dashboard, "storage-proxy": cmd_storage_proxy}
         return commands.get(args.command, cmd_info)(args)
     except RunInProgress as exc:
         print(redact(f"optuna-nas: {exc}"), file=sys.stderr)

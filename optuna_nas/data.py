@@ -17,7 +17,7 @@ off for single-channel images, whose classes (digits, letters) are not mirror-in
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -73,19 +73,28 @@ class ImageDataset:
     image_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    loader_workers: int = 2  # DataLoader processes of file-backed datasets (in-memory ones need none)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return (self.in_channels, self.image_size, self.image_size)
 
 
+Shard = tuple[int, int]  # (this process, processes): its share of every batch in data-parallel training
+
+
 class TensorBatches:
-    """Shuffled (or ordered) mini-batches of a TensorSource, augmented and normalised on ``device``."""
+    """Shuffled (or ordered) mini-batches of a TensorSource, augmented and normalised on ``device``.
+
+    With ``shard=(rank, world)`` each batch is the global batch's rank-th share: every process draws the same
+    order and the same augmentation for the whole global batch, then keeps its rows, so the processes together
+    see exactly the batches one process would."""
 
     def __init__(self, source: TensorSource, indices: Sequence[int] | None, batch_size: int, shuffle: bool,
                  augment: Augment | None, mean: Sequence[float], std: Sequence[float],
                  device: torch.device, generator: torch.Generator, drop_last: bool = False,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, shard: Shard | None = None) -> None:
+        self.shard = shard
         self.source = source
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.indices = torch.as_tensor(list(range(len(source))) if indices is None else list(indices))
@@ -113,7 +122,13 @@ class TensorBatches:
             x = (self._images[idx].float().div_(255.0) - self.mean) / self.std
             if self.augment is not None:  # after normalising, so padding and cutout fill with the mean
                 x = augment_batch(x, self.augment, self.generator)
-            yield x.contiguous(memory_format=self.memory_format), self._labels[idx]
+            y = self._labels[idx]
+            if self.shard is not None:
+                rank, world = self.shard
+                x, y = x.tensor_split(world)[rank], y.tensor_split(world)[rank]
+                if not len(y):  # a last, partial batch smaller than the number of processes
+                    continue
+            yield x.contiguous(memory_format=self.memory_format), y
 
 
 def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> torch.Tensor:
@@ -164,12 +179,15 @@ class DataSource:
     spec: str = "digits"
     root: str | None = None
     download: bool = False
+    workers: int = 2  # DataLoader processes for file-backed datasets (ImageNet folders)
 
     def load(self) -> ImageDataset:
+        if self.workers < 0:
+            raise NasError(f"--workers must be 0 or more, got {self.workers}")
         key = (self.spec, self.root, self.download)
         if key not in _LOADED:
             _LOADED[key] = load_dataset(self.spec, self.root, self.download)
-        return _LOADED[key]
+        return replace(_LOADED[key], loader_workers=self.workers)
 
 
 _LOADED: dict[tuple[str, str | None, bool], ImageDataset] = {}
@@ -346,17 +364,23 @@ def _image_folder(path: Path) -> ImageDataset:
 
 
 class DeviceLoader:
-    """A torch DataLoader whose batches arrive on ``device`` (the lazy, file-backed path)."""
+    """A torch DataLoader whose batches arrive on ``device`` (the lazy, file-backed path); with a distributed
+    sampler, a new shuffle every pass."""
 
     def __init__(self, loader: torch.utils.data.DataLoader, device: torch.device, channels_last: bool) -> None:
         self.loader = loader
         self.device = device
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.passes = 0
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        sampler = self.loader.sampler
+        if isinstance(sampler, torch.utils.data.DistributedSampler):
+            sampler.set_epoch(self.passes)
+        self.passes += 1
         for x, y in self.loader:
             x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
             yield x, y.to(self.device, non_blocking=True)
@@ -367,17 +391,28 @@ Batches = TensorBatches | DeviceLoader
 
 def make_batches(data: ImageDataset, split: str, indices: Sequence[int] | None, batch_size: int,
                  train: bool, device: torch.device, generator: torch.Generator,
-                 cutout: bool = False, workers: int = 2, channels_last: bool = False) -> Batches:
+                 cutout: bool = False, channels_last: bool = False, shard: Shard | None = None) -> Batches:
     """Mini-batches of ``split`` ("train" or "test"), shuffled and augmented when ``train``; channels-last
-    images feed channels-last networks (faster convolutions on CPU and on tensor cores)."""
+    images feed channels-last networks (faster convolutions on CPU and on tensor cores). ``batch_size`` is the
+    global batch; with ``shard`` each process gets its share (see :class:`TensorBatches`)."""
     source = data.train if split == "train" else data.test
     if isinstance(source, TensorSource):
         aug = Augment.standard(data.image_size, data.in_channels, cutout) if train else None
         return TensorBatches(source, indices, batch_size, train, aug, data.mean, data.std, device,
-                             generator, drop_last=train, channels_last=channels_last)
+                             generator, drop_last=train, channels_last=channels_last, shard=shard)
     subset = source if indices is None else torch.utils.data.Subset(source, list(indices))
-    loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=train, num_workers=workers,
-                                         pin_memory=device.type == "cuda", drop_last=train, generator=generator)
+    sampler = None
+    if shard is not None:
+        rank, world = shard
+        seed = int(torch.randint(2**31, (1,), generator=generator))  # the same on every process
+        sampler = torch.utils.data.DistributedSampler(subset, num_replicas=world, rank=rank, shuffle=train,
+                                                      seed=seed, drop_last=train)
+        batch_size = max(1, batch_size // world)
+    loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=train and sampler is None,
+                                         sampler=sampler, num_workers=data.loader_workers,
+                                         pin_memory=device.type == "cuda", drop_last=train,
+                                         generator=generator if sampler is None else None,
+                                         persistent_workers=data.loader_workers > 0)
     return DeviceLoader(loader, device, channels_last)
 
 

@@ -30,6 +30,7 @@ from .darts.genotypes import Genotype, load_genotype
 from .darts.model import CIFAR_CHANNELS, CIFAR_LAYERS, DiscreteNetwork, build_network
 from .darts.objective import upload_genotype
 from .data import ImageDataset, split_indices
+from .distributed import Replicas
 from .errors import NasError
 from .randgrow.architecture import FORMAT as RANDGROW_FORMAT
 from .randgrow.architecture import Architecture
@@ -38,7 +39,15 @@ from .randgrow.objective import FINAL_TRAINING, upload_grown_architecture
 from .randgrow.objective import WEIGHTS_FILE as GROWN_WEIGHTS_FILE
 from .randgrow.sampler import get_proposal
 from .storage import run_key, storage_of, trial_by_number
-from .train import TrainSettings, evaluate_split, resolve_device, seed_everything, train_classifier
+from .train import (
+    Checkpointer,
+    EpochCallback,
+    TrainSettings,
+    evaluate_split,
+    resolve_device,
+    seed_everything,
+    train_classifier,
+)
 from .trials import TrialContext, checkpointer_for, report_to_trial, suggest_fixed_int
 
 WEIGHTS_FILE = "weights.pt"
@@ -191,10 +200,12 @@ class RetrainObjective:
     The architecture and its network are built (and so validated) on construction, before any trial exists.
     """
 
-    def __init__(self, job: RetrainJob, data: ImageDataset, context: TrialContext | None = None) -> None:
+    def __init__(self, job: RetrainJob, data: ImageDataset, context: TrialContext | None = None,
+                 replicas: Replicas | None = None) -> None:
         self.job = job
         self.data = data
         self.context = context or TrialContext()
+        self.replicas = replicas  # data-parallel: this process trains a replica (see distributed.py)
         arch = load_architecture(job.architecture) if isinstance(job.architecture, str) else job.architecture
         if isinstance(arch, Architecture):
             if job.activation:
@@ -254,16 +265,14 @@ class RetrainObjective:
                             "network": shape, "metric": job.metric}.items():
             trial.set_user_attr(name, value)
         metric = job.metric
-        checkpoint = checkpointer_for(trial, f"retrain-{key}", context)
-        callbacks = [report_to_trial(trial, metric)]
+        if self.replicas is not None:
+            trial.set_user_attr("processes", self.replicas.world)
+            self.replicas.share({"seed": seed})  # the other processes train their replicas of this run
+        history = self._train(net, generator, device, checkpointer_for(trial, f"retrain-{key}", context),
+                              [report_to_trial(trial, metric)], context.verbose)
         if self.split is None:
-            history = train_classifier(net, data, s, device, generator, checkpoint, callbacks, "retrain",
-                                       context.verbose)
             test = {k: history[-1][k] for k in ("test_acc", "test_error")}
         else:
-            history = train_classifier(net, data, s, device, generator, checkpoint, callbacks, "retrain",
-                                       context.verbose, train_indices=self.split[0], eval_split="train",
-                                       eval_indices=self.split[1])
             test = evaluate_split(net, data, "test", s, device)  # recorded for people, never reported
             trial.set_user_attr("val_error", round(float(history[-1]["val_error"]), 3))
         trial.set_user_attr("test_error", round(float(test["test_error"]), 3))
@@ -275,3 +284,19 @@ class RetrainObjective:
         else:
             upload_genotype(trial, store, self.architecture)
         return float(history[-1][metric])
+
+    def _train(self, net: torch.nn.Module, generator: torch.Generator, device: torch.device,
+               checkpoint: Checkpointer | None, callbacks: list[EpochCallback], verbose: bool) -> list[dict[str, Any]]:
+        held_out = {} if self.split is None else {"train_indices": self.split[0], "eval_split": "train",
+                                                   "eval_indices": self.split[1]}
+        return train_classifier(net, self.data, self.job.settings, device, generator, checkpoint, callbacks,
+                                "retrain", verbose, replicas=self.replicas, **held_out)  # type: ignore[arg-type]
+
+    def follow(self) -> None:
+        """A data-parallel process other than the lead: train the replica of every run the lead trains (same
+        seed, same network, its share of every batch) until the lead says it is done."""
+        assert self.replicas is not None and not self.replicas.lead
+        while (order := self.replicas.share(None)) is not None:
+            generator = seed_everything(int(order["seed"]))
+            self._train(self.network(self.job.auxiliary), generator, resolve_device(self.context.device), None, [],
+                        False)

@@ -1,102 +1,72 @@
-"""Optuna storages from URLs, heartbeats for every storage kind, study identity.
+"""Optuna storages from URLs, study identity.
 
-``--storage`` takes what the ``optuna`` CLI takes (``sqlite:///file.db``, ``postgresql://…``,
-``mysql://…``) and, for many machines without a database, ``journal:PATH`` (a journal file on a
-shared filesystem).
+``--storage`` takes every form the ``optuna`` CLI and optuna-dashboard take, so a study moves between them by
+its URL alone:
+
+- an RDB URL: ``sqlite:///file.db`` (one machine), ``postgresql://…``, ``mysql://…`` (many machines);
+- a journal file, as a plain path (``optuna.log``; a new file needs a name ending in ``.log``, ``.journal``
+  or ``.jsonl``) or as ``journal:PATH``: many machines on a shared filesystem, no database;
+- ``redis://HOST:PORT/DB``: Optuna's journal in Redis;
+- ``grpc://HOST:PORT``: Optuna's gRPC storage proxy (``optuna-nas storage-proxy``) in front of any of the
+  above, for very many workers: they hold one connection to the proxy, not one each to the database.
+
+Every form beats (see ``heartbeat.py``): a trial whose worker died is failed and retried.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import json
 import random
 import time
 import uuid
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages._heartbeat import BaseHeartbeat  # the heartbeat protocol has no public base class
-from optuna.storages.journal import JournalFileBackend
-from optuna.trial import FrozenTrial, TrialState
+from optuna.storages import BaseStorage, GrpcStorageProxy, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
+from optuna.trial import FrozenTrial
 
 from .errors import NasError
+from .heartbeat import Heartbeat, HeartbeatGrpcStorageProxy, HeartbeatJournalStorage
 
 DEFAULT_STORAGE = "sqlite:///optuna-nas.db"
-
-
-@dataclass(frozen=True)
-class Heartbeat:
-    """How often a running trial says it is alive, and how long a silent one is given before it is failed
-    and queued again. Optuna's defaults are off; ours are 30 s / 90 s (a trial's epoch may hold the GIL for
-    seconds, so the grace is three beats)."""
-
-    interval: int = 30
-    grace: int = 90
-    max_retry: int = 3
-
-    def __post_init__(self) -> None:
-        if self.interval < 1 or self.grace <= self.interval:
-            raise NasError(f"heartbeat: need interval >= 1 s and grace > interval, got {self.interval}/{self.grace}")
-
-    def retry_callback(self) -> Callable[[optuna.Study, FrozenTrial], None]:
-        # the retried trial keeps params and attrs and, with the learning curve so far, continues
-        # from the run's epoch checkpoint (keyed by its configuration, not by the trial)
-        with warnings.catch_warnings():  # "experimental" in Optuna, and exactly what a dead worker's trial needs
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry, inherit_intermediate_values=True)
-
-
-HEARTBEAT_ATTR = "optuna_nas:heartbeat"
-
-
-class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
-    """Optuna's journal storage with the heartbeat protocol of its RDB storage.
-
-    Optuna's journal storage has no heartbeat, so a trial whose worker died would stay RUNNING forever.
-    Here a beat is a trial system attr holding the wall-clock time; a RUNNING trial whose last beat (or
-    start) is older than the grace period is stale. Optuna's own heartbeat thread, ``fail_stale_trials``
-    and retry callback then work unchanged. Machines sharing a journal file need roughly synchronised
-    clocks (NTP), since the beats are their local times.
-    """
-
-    def __init__(self, backend: JournalFileBackend, heartbeat: Heartbeat) -> None:
-        super().__init__(backend)
-        self.heartbeat = heartbeat
-        self._stale_callback = heartbeat.retry_callback()
-
-    def record_heartbeat(self, trial_id: int) -> None:
-        self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
-
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        now = time.time()
-        stale = []
-        for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-            started = trial.datetime_start.timestamp() if trial.datetime_start else now
-            # a retried trial inherits the dead trial's last beat: its own start counts too
-            last = max(float(trial.system_attrs.get(HEARTBEAT_ATTR, 0.0)), started)
-            if now - last > self.heartbeat.grace:
-                stale.append(trial._trial_id)  # the protocol asks for storage ids; FrozenTrial keeps it private
-        return stale
-
-    def get_heartbeat_interval(self) -> int | None:
-        return self.heartbeat.interval
-
-    def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
-        return self._stale_callback
+JOURNAL_SUFFIXES = (".log", ".journal", ".jsonl")
+FORMS = "sqlite:///FILE.db, postgresql://…, mysql://…, a journal file (PATH.log or journal:PATH), " \
+    "redis://HOST:PORT or grpc://HOST:PORT"
 
 
 class MissingStorage(NasError):
     """A storage that does not exist yet, opened only to read: nothing was created."""
 
 
+def storage_kind(url: str) -> tuple[str, str]:
+    """(``rdb`` | ``journal`` | ``redis`` | ``grpc``, what opens it: the URL, or the journal file's path)."""
+    if url.startswith("journal:"):
+        return "journal", url.removeprefix("journal:").removeprefix("//")
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return "redis", url
+    if url.startswith("grpc://"):
+        return "grpc", url
+    if "://" in url:
+        return "rdb", url
+    if Path(url).is_file() or url.endswith(JOURNAL_SUFFIXES):
+        return "journal", url
+    raise NasError(f"storage {url!r} is not a URL or a journal file; use {FORMS}")
+
+
+def for_optuna_tools(url: str) -> str:
+    """The form of ``url`` that the ``optuna`` CLI and optuna-dashboard take (a journal file as a plain path)."""
+    kind, target = storage_kind(url)
+    return target if kind == "journal" else url
+
+
 def open_storage(url: str, heartbeat: bool | Heartbeat = False, create: bool = True) -> BaseStorage:
-    """An Optuna storage for ``url``; a wrong URL is one clear error, not a traceback.
+    """An Optuna storage for ``url`` (see the module notes); a wrong URL is one clear error, not a traceback.
 
     ``heartbeat`` (True for the defaults of :class:`Heartbeat`): each running trial beats every interval; a
     trial silent for the grace period (its worker died) is marked failed and queued again with the same
@@ -105,22 +75,52 @@ def open_storage(url: str, heartbeat: bool | Heartbeat = False, create: bool = T
     :class:`MissingStorage` and a database keeps its tables as they are.
     """
     beat = Heartbeat() if heartbeat is True else heartbeat or None
-    if url.startswith("journal:"):
-        path = url.removeprefix("journal:").removeprefix("//")
-        if not path:
+    kind, target = storage_kind(url)
+    if kind == "journal":
+        if not target:
             raise NasError("journal storage needs a file: journal:PATH")
-        if not create and not Path(path).is_file():
-            raise MissingStorage(f"{path} does not exist")
+        if not create and not Path(target).is_file():
+            raise MissingStorage(f"{target} does not exist")
         try:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            backend = JournalFileBackend(path)
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            backend: Any = JournalFileBackend(target)
         except OSError as exc:
-            raise NasError(f"cannot open journal {path}: {exc.strerror}") from None
+            raise NasError(f"cannot open journal {target}: {exc.strerror}") from None
         return HeartbeatJournalStorage(backend, beat) if beat else JournalStorage(backend)
-    if "://" not in url:
-        raise NasError(f"storage {url!r} is not a URL; use sqlite:///FILE.db, postgresql://…, mysql://… "
-                       "or journal:PATH")
-    url = _with_installed_driver(url)
+    if kind == "redis":
+        _need("redis", "a redis:// storage")
+        try:
+            backend = JournalRedisBackend(url)
+        except Exception as exc:  # the client's errors, as one line
+            raise NasError(f"cannot open storage {url!r}: {_first_line(exc)}") from None
+        return HeartbeatJournalStorage(backend, beat) if beat else JournalStorage(backend)
+    if kind == "grpc":
+        _need("grpc", "a grpc:// storage")
+        host, _, port = url.removeprefix("grpc://").rstrip("/").rpartition(":")
+        if not host or not port.isdigit():
+            raise NasError(f"storage {url!r}: use grpc://HOST:PORT (the port of optuna-nas storage-proxy)")
+        with warnings.catch_warnings():  # "experimental" in Optuna, and what very many workers need
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if beat:
+                return HeartbeatGrpcStorageProxy(host, int(port), beat)
+            return GrpcStorageProxy(host=host, port=int(port))
+    return _open_rdb(_with_installed_driver(url), beat, create)
+
+
+def _need(module: str, what: str) -> None:
+    packages = {"grpc": ("grpcio", "protobuf"), "redis": ("redis",)}[module]
+    modules = {"grpcio": "grpc", "protobuf": "google.protobuf", "redis": "redis"}
+    missing = [p for p in packages if importlib.util.find_spec(modules[p].split(".")[0]) is None
+               or importlib.util.find_spec(modules[p]) is None]
+    if missing:
+        raise NasError(f"{what} needs {' and '.join(missing)}: pip install {' '.join(missing)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _open_rdb(url: str, beat: Heartbeat | None, create: bool) -> RDBStorage:
     sqlite_file = url.split(":///", 1)[1] if url.startswith("sqlite:///") else ""
     if not create and sqlite_file and sqlite_file != ":memory:" and not Path(sqlite_file).is_file():
         raise MissingStorage(f"{sqlite_file} does not exist")
@@ -129,14 +129,13 @@ def open_storage(url: str, heartbeat: bool | Heartbeat = False, create: bool = T
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             options: dict[str, Any] = {"skip_table_creation": not create}
             if beat:
-                options = {"heartbeat_interval": beat.interval, "grace_period": beat.grace,
-                           "heartbeat_stale_trial_callback": beat.retry_callback()}
-            if url.startswith("sqlite"):  # several worker processes share one file: wait for its lock, don't fail
+                options.update({"heartbeat_interval": beat.interval, "grace_period": beat.grace,
+                                "heartbeat_stale_trial_callback": beat.retry_callback()})
+            if sqlite_file:  # several worker processes share one file: wait for its lock, don't fail
                 options["engine_kwargs"] = {"connect_args": {"timeout": 60}}
             storage = _create_rdb_storage(url, options)
     except Exception as exc:  # sqlalchemy and drivers raise many types; the user needs one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise NasError(f"cannot open storage {url!r}: {first}") from None
+        raise NasError(f"cannot open storage {url!r}: {_first_line(exc)}") from None
     if sqlite_file and sqlite_file != ":memory:" and create:
         _write_ahead_log(storage)
     return storage

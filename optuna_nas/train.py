@@ -29,6 +29,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .data import ImageDataset, make_batches
+from .distributed import Replicas
 from .errors import NasError, TrainingDiverged
 
 # Called after every epoch with (epochs done, metrics); after a resume, first once per restored epoch with
@@ -53,11 +54,32 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def autocast(device: torch.device, enabled: bool) -> AbstractContextManager[Any]:
-    """bfloat16 autocast on CUDA when asked (no loss scaling needed); a no-op elsewhere."""
-    if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
+AMP_MODES = ("bf16", "fp16", "off")
+
+
+def amp_mode(value: str | bool) -> str:
+    """Mixed precision as one of :data:`AMP_MODES` (``True`` is bf16, ``False`` off, as settings once had it)."""
+    if isinstance(value, bool):
+        return "bf16" if value else "off"
+    if value not in AMP_MODES:
+        raise NasError(f"amp must be {', '.join(AMP_MODES)}, got {value!r}")
+    return value
+
+
+def autocast(device: torch.device, amp: str | bool) -> AbstractContextManager[Any]:
+    """Mixed precision on CUDA: bfloat16 (Ampere and later; needs no loss scaling; pre-Ampere GPUs run fp32
+    with it) or float16 (any CUDA GPU, with :func:`grad_scaler`); a no-op on CPU."""
+    mode = amp_mode(amp)
+    if device.type != "cuda" or mode == "off":
+        return nullcontext()
+    if mode == "bf16":
+        return torch.autocast("cuda", dtype=torch.bfloat16) if torch.cuda.is_bf16_supported() else nullcontext()
+    return torch.autocast("cuda", dtype=torch.float16)
+
+
+def grad_scaler(device: torch.device, amp: str | bool) -> torch.amp.GradScaler:
+    """The loss scaler float16 needs (disabled, and so a pass-through, for bf16, off and CPU)."""
+    return torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and amp_mode(amp) == "fp16")
 
 
 def check_finite(loss: torch.Tensor, where: str) -> None:
@@ -124,13 +146,19 @@ class LoopState:
 class EpochLoop:
     """Runs ``epochs`` epochs of ``train_epoch`` then ``evaluate``, resuming from the checkpoint if any.
 
-    ``modules`` and ``optimizers`` are everything whose state must survive an interruption.
+    ``modules`` and ``optimizers`` are everything whose state must survive an interruption (a loss scaler
+    counts as an optimizer). With ``replicas`` (data-parallel training), the lead alone reads and writes the
+    checkpoint, prints and calls the callbacks; it shares the restored state, and whether to go on after each
+    epoch, with the other processes.
     """
 
-    def __init__(self, epochs: int, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
+    def __init__(self, epochs: int, modules: dict[str, nn.Module], optimizers: dict[str, Any],
                  scheduler: CosineLRScheduler | None, generator: torch.Generator,
                  checkpoint: Checkpointer | None = None, callbacks: Iterable[EpochCallback] = (),
-                 desc: str = "train", verbose: bool = True) -> None:
+                 desc: str = "train", verbose: bool = True, replicas: Replicas | None = None) -> None:
+        self.replicas = replicas
+        if replicas is not None and not replicas.lead:
+            checkpoint, callbacks, verbose = None, (), False
         if epochs < 1:
             raise NasError(f"epochs must be >= 1, got {epochs}")
         self.epochs = epochs
@@ -159,6 +187,15 @@ class EpochLoop:
     def resume(self) -> dict[str, Any]:
         """Restore from the checkpoint; returns its ``extra`` payload (empty when starting fresh). A checkpoint
         that cannot be used is set aside with one warning line, and the run starts from epoch 0."""
+        extra = self._resume()
+        if self.replicas is None:
+            return extra
+        shared = self.replicas.share(self._state_dict(extra) if self.state.epoch else None)
+        if shared is not None and not self.replicas.lead:
+            self._restore(shared)
+        return dict(shared["extra"]) if shared is not None else {}
+
+    def _resume(self) -> dict[str, Any]:
         if self.checkpoint is None:
             return {}
         try:
@@ -226,8 +263,15 @@ class EpochLoop:
                 shown = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items()
                                   if isinstance(v, float | int) and k != "epoch")
                 print(f"[{self.desc}] epoch {epoch + 1}/{self.epochs}  {shown}", file=sys.stderr)
-            for callback in self.callbacks:  # may raise optuna.TrialPruned after the checkpoint is safe
-                callback(epoch + 1, metrics)
+            try:
+                for callback in self.callbacks:  # may raise optuna.TrialPruned after the checkpoint is safe
+                    callback(epoch + 1, metrics)
+            except BaseException:
+                if self.replicas is not None:  # the others stop with the lead
+                    self.replicas.share(True)
+                raise
+            if self.replicas is not None and self.replicas.share(False):
+                break  # the lead stopped (pruned, interrupted, failed)
         return history
 
 
@@ -256,10 +300,11 @@ class TrainSettings:
     auxiliary_weight: float = 0.4
     drop_path_prob: float = 0.4  # the paper's "dropout rate of 0.4", as a linearly scheduled drop path
     cutout: bool = True
-    amp: bool = True
+    amp: str | bool = "bf16"  # bf16, fp16 (with a loss scaler) or off; CUDA only
     channels_last: bool = True  # memory format of network and batches: faster convolutions
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "amp", amp_mode(self.amp))
         if self.batch_size < 1 or self.lr <= 0 or self.epochs < 1:
             raise NasError("epochs, batch size and learning rate must be positive")
         if not 1 <= self.cycles <= self.epochs:
@@ -282,9 +327,13 @@ def make_criterion(label_smoothing: float) -> nn.Module:
 
 
 def supervised_epoch(model: nn.Module, batches: Any, optimizer: torch.optim.Optimizer, criterion: nn.Module,
-                     settings: TrainSettings, device: torch.device, desc: str) -> dict[str, float]:
-    """One epoch of SGD with the auxiliary loss, gradient clipping and AMP on CUDA."""
+                     settings: TrainSettings, device: torch.device, desc: str,
+                     scaler: torch.amp.GradScaler | None = None,
+                     replicas: Replicas | None = None) -> dict[str, float]:
+    """One epoch of SGD with the auxiliary loss, gradient clipping and mixed precision on CUDA (``model`` may be
+    a data-parallel replica: its metrics are then over every process's samples)."""
     model.train()
+    scaler = scaler or grad_scaler(device, settings.amp)
     loss_meter, acc_meter = AverageMeter(), AverageMeter()
     for step, (x, y) in enumerate(progress(batches, desc, len(batches))):
         optimizer.zero_grad(set_to_none=True)
@@ -295,19 +344,22 @@ def supervised_epoch(model: nn.Module, batches: Any, optimizer: torch.optim.Opti
             if logits_aux is not None and settings.auxiliary_weight > 0:
                 loss = loss + settings.auxiliary_weight * criterion(logits_aux, y)
         check_finite(loss, f"{desc} step {step}")
-        loss.backward()
+        scaler.scale(loss).backward()
         if settings.grad_clip > 0:
+            scaler.unscale_(optimizer)
             dispatch_clip_grad(model.parameters(), settings.grad_clip)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         loss_meter.update(loss.item(), len(y))
         acc_meter.update(accuracy(logits.float(), y, topk=(1,))[0].item(), len(y))
-    return {"train_loss": loss_meter.avg, "train_acc": acc_meter.avg}
+    loss, acc = _averages(loss_meter, acc_meter, replicas)
+    return {"train_loss": loss, "train_acc": acc}
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Any, device: torch.device, amp: bool = True,
-             prefix: str = "val") -> dict[str, float]:
-    """Loss, top-1 accuracy and error (percent) in eval mode."""
+def evaluate(model: nn.Module, batches: Any, device: torch.device, amp: str | bool = "bf16",
+             prefix: str = "val", replicas: Replicas | None = None) -> dict[str, float]:
+    """Loss, top-1 accuracy and error (percent) in eval mode; over every process's share with ``replicas``."""
     model.eval()
     criterion = nn.CrossEntropyLoss()
     loss_meter, acc_meter = AverageMeter(), AverageMeter()
@@ -316,7 +368,16 @@ def evaluate(model: nn.Module, batches: Any, device: torch.device, amp: bool = T
             logits = model(x)
         loss_meter.update(criterion(logits.float(), y).item(), len(y))
         acc_meter.update(accuracy(logits.float(), y, topk=(1,))[0].item(), len(y))
-    return {f"{prefix}_loss": loss_meter.avg, f"{prefix}_acc": acc_meter.avg, f"{prefix}_error": 100.0 - acc_meter.avg}
+    loss, acc = _averages(loss_meter, acc_meter, replicas)
+    return {f"{prefix}_loss": loss, f"{prefix}_acc": acc, f"{prefix}_error": 100.0 - acc}
+
+
+def _averages(loss: AverageMeter, acc: AverageMeter, replicas: Replicas | None) -> tuple[float, float]:
+    """The meters' averages, over every process's samples with ``replicas``."""
+    if replicas is None:
+        return loss.avg, acc.avg
+    loss_sum, acc_sum, count = replicas.total([loss.sum, acc.sum, float(loss.count)])
+    return loss_sum / max(count, 1.0), acc_sum / max(count, 1.0)
 
 
 def evaluate_split(model: nn.Module, data: ImageDataset, split: str, s: TrainSettings, device: torch.device,
@@ -330,25 +391,36 @@ def evaluate_split(model: nn.Module, data: ImageDataset, split: str, s: TrainSet
 def train_classifier(net: nn.Module, data: ImageDataset, s: TrainSettings, device: torch.device,
                      generator: torch.Generator, checkpoint: Checkpointer | None, callbacks: Iterable[EpochCallback],
                      desc: str, verbose: bool = True, train_indices: Sequence[int] | None = None,
-                     eval_split: str = "test", eval_indices: Sequence[int] | None = None) -> list[dict[str, Any]]:
+                     eval_split: str = "test", eval_indices: Sequence[int] | None = None,
+                     replicas: Replicas | None = None) -> list[dict[str, Any]]:
     """Train a fixed network with SGD and timm's cosine schedule (SGDR with ``s.cycles``), the linear
     drop-path schedule, and an evaluation after every epoch; resumes from ``checkpoint``. ``net`` must have
-    ``set_drop_path`` (DARTS and RandGrow networks do). Metrics are ``test_*`` or ``val_*`` by ``eval_split``."""
+    ``set_drop_path`` (DARTS and RandGrow networks do). Metrics are ``test_*`` or ``val_*`` by ``eval_split``.
+    With ``replicas`` this process trains its replica on its share of every global batch (``s.batch_size``)."""
+    if replicas is not None:
+        replicas.check_batch(s.batch_size)
+        if device.type == "cuda":  # one batch's statistics across the processes, as one process computes them
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
     net.to(device, memory_format=torch.channels_last if s.channels_last else torch.contiguous_format)
     optimizer = torch.optim.SGD(net.parameters(), s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
-    loop = EpochLoop(s.epochs, {"network": net}, {"weights": optimizer},
+    scaler = grad_scaler(device, s.amp)
+    states = {"weights": optimizer} | ({"loss_scaler": scaler} if scaler.is_enabled() else {})
+    loop = EpochLoop(s.epochs, {"network": net}, states,
                      cosine_scheduler(optimizer, s.epochs, s.lr_min, s.warmup_epochs, s.cycles), generator,
-                     checkpoint, callbacks, desc=desc, verbose=verbose)
+                     checkpoint, callbacks, desc=desc, verbose=verbose, replicas=replicas)
     loop.resume()
+    model = replicas.wrap(net, device) if replicas is not None else net
+    shard = (replicas.rank, replicas.world) if replicas is not None else None
     train = make_batches(data, "train", train_indices, s.batch_size, True, device, generator, cutout=s.cutout,
-                         channels_last=s.channels_last)
+                         channels_last=s.channels_last, shard=shard)
     held_out = make_batches(data, eval_split, eval_indices, s.batch_size, False, device, generator,
-                            channels_last=s.channels_last)
+                            channels_last=s.channels_last, shard=shard)
     criterion = make_criterion(s.label_smoothing)
     prefix = "test" if eval_split == "test" else "val"
 
     def train_epoch(epoch: int) -> dict[str, float]:
         net.set_drop_path(s.drop_path_prob * epoch / s.epochs)  # type: ignore[operator]  # DARTS's linear schedule
-        return supervised_epoch(net, train, optimizer, criterion, s, device, f"{desc} epoch {epoch + 1}")
+        return supervised_epoch(model, train, optimizer, criterion, s, device, f"{desc} epoch {epoch + 1}",
+                                scaler, replicas)
 
-    return loop.run(train_epoch, lambda epoch: evaluate(net, held_out, device, s.amp, prefix=prefix))
+    return loop.run(train_epoch, lambda epoch: evaluate(model, held_out, device, s.amp, prefix, replicas))

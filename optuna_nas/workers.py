@@ -17,6 +17,38 @@ from joblib.externals.loky.process_executor import TerminatedWorkerError
 from .errors import NasError
 
 
+def worker_devices(devices: str, n_workers: int | None, cuda_count: int | None = None) -> list[str]:
+    """The device of each local worker: one worker per visible CUDA device by default, each pinned to its own;
+    on a machine without GPUs one CPU worker (or ``n_workers`` of them). ``devices`` is ``auto`` or a
+    comma-separated list (``cuda:0,cuda:2``, ``cpu``) that workers take in turn. ``cuda_count`` defaults to
+    the visible devices (a parameter so the placement is testable without GPUs)."""
+    cuda_count = torch.cuda.device_count() if cuda_count is None else cuda_count
+    names = [d.strip() for d in devices.split(",") if d.strip()] or ["auto"]
+    if names == ["auto"]:
+        names = [f"cuda:{i}" for i in range(cuda_count)] or ["cpu"]
+    for name in names:
+        if name == "auto":
+            raise NasError("--devices: 'auto' stands alone (one worker per visible GPU); or list devices")
+        if name.startswith("cuda"):
+            index = name.partition(":")[2] or "0"
+            if not index.isdigit() or int(index) >= cuda_count:
+                seen = f"only {cuda_count} CUDA device(s) are visible" if cuda_count else "CUDA is not available"
+                raise NasError(f"device {name!r} requested but {seen}")
+        elif name not in ("cpu", "mps"):
+            raise NasError(f"--devices: unknown device {name!r}; use auto, cpu or cuda:N")
+    if n_workers is None:
+        n_workers = len(names) if names[0] != "cpu" else 1
+    if n_workers < 1:
+        raise NasError(f"--n-workers must be at least 1, got {n_workers}")
+    return [names[i % len(names)] for i in range(n_workers)]
+
+
+def pin_device(device: str) -> None:
+    """Make ``device`` this process's current CUDA device, so nothing lands on cuda:0 by default."""
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+
+
 def split_evenly(total: int, parts: int) -> list[int]:
     """``total`` items over ``parts`` workers, the first ones taking one more; no empty shares."""
     base, extra = divmod(max(total, 0), parts)

@@ -13,8 +13,8 @@ PACKAGE = Path(str(files("optuna_nas")))
 # Lower rank = more basic. A module imports only modules of a lower rank, or siblings in its own subpackage.
 RANKS = {
     "optuna_nas": 0, "errors": 0,
-    "ops": 1, "resources": 1, "cost": 1, "data": 1, "storage": 1, "workers": 1,
-    "plotting": 2, "train": 2,
+    "ops": 1, "resources": 1, "cost": 1, "data": 1, "heartbeat": 1, "workers": 1, "distributed": 1,
+    "plotting": 2, "train": 2, "storage": 2,
     "artifacts": 3,
     "trials": 4,
     "darts": 5, "randgrow": 5,  # the engines

@@ -20,6 +20,7 @@ from ..train import (
     Checkpointer,
     EpochCallback,
     EpochLoop,
+    amp_mode,
     cosine_scheduler,
     evaluate,
     progress,
@@ -54,11 +55,14 @@ class SearchSettings:
     train_portion: float = 0.5  # search-train / search-val halves of the training set
     val_portion: float | None = None  # default: the rest of the training set
     warmup_epochs: int = 0  # PC-DARTS on ImageNet: epochs that train ω only before α, β move
-    amp: bool = True
+    amp: str | bool = "bf16"  # bf16, fp16 (with a loss scaler) or off; CUDA only
     channels_last: bool = True  # memory format of network and batches: about 1.3x faster on CPU
     seed: int = 0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "amp", amp_mode(self.amp))
+        if self.amp == "fp16" and self.unrolled:
+            raise NasError("the second-order (unrolled) step does not take fp16's loss scaling; use --amp bf16 or off")
         if self.epochs < 1 or self.batch_size < 1:
             raise NasError("search epochs and batch size must be >= 1")
         if not 0 <= self.warmup_epochs < self.epochs:
@@ -112,6 +116,8 @@ def run_search(config: SuperNetConfig, data: ImageDataset, settings: SearchSetti
     trilevel = TriLevelOptimizer(network, w_opt, a_opt, b_opt, settings.grad_clip, settings.unrolled,
                                  settings.beta_pass, settings.amp)
     optimizers = {"weights": w_opt, "alphas": a_opt} | ({"betas": b_opt} if b_opt else {})
+    if trilevel.scaler.is_enabled():
+        optimizers["loss_scaler"] = trilevel.scaler
     loop = EpochLoop(settings.epochs, {"network": network}, optimizers,
                      cosine_scheduler(w_opt, settings.epochs, settings.lr_min), generator, checkpoint,
                      callbacks or [], desc="search", verbose=verbose)

@@ -26,7 +26,7 @@ from timm.utils import dispatch_clip_grad
 from torch import nn
 from torch.func import functional_call
 
-from ..train import autocast, check_finite
+from ..train import autocast, check_finite, grad_scaler
 from .supernet import SearchNetwork, recomputation
 
 
@@ -47,7 +47,7 @@ class TriLevelOptimizer:
     def __init__(self, network: SearchNetwork, weight_optimizer: torch.optim.Optimizer,
                  alpha_optimizer: torch.optim.Optimizer, beta_optimizer: torch.optim.Optimizer | None,
                  grad_clip: float = 5.0, unrolled: bool = False, beta_pass: str = "shared",
-                 amp: bool = True) -> None:
+                 amp: str | bool = "bf16") -> None:
         if beta_pass not in ("shared", "separate"):
             raise ValueError(f"beta_pass must be 'shared' or 'separate', got {beta_pass!r}")
         self.net = network
@@ -56,6 +56,9 @@ class TriLevelOptimizer:
         self.unrolled = unrolled
         self.beta_pass = beta_pass
         self.amp = amp
+        # fp16: the weight step scales its loss (GradScaler); the architecture step scales its gradient by the
+        # same factor and skips the update when it overflowed
+        self.scaler = grad_scaler(self.device_of(network), amp)
         self.criterion = nn.CrossEntropyLoss()
         self.weights = network.weight_parameters()
         self.alphas = network.alpha_parameters()
@@ -64,6 +67,10 @@ class TriLevelOptimizer:
     @property
     def device(self) -> torch.device:
         return self.weights[0].device
+
+    @staticmethod
+    def device_of(network: nn.Module) -> torch.device:
+        return next(network.parameters()).device
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with autocast(self.device, self.amp):
@@ -85,10 +92,12 @@ class TriLevelOptimizer:
         with frozen(self.alphas + self.betas):
             loss, logits = self._loss(x, y)
             check_finite(loss, "the weight step")
-            loss.backward()
+            self.scaler.scale(loss).backward()
         if self.grad_clip > 0:
+            self.scaler.unscale_(self.w_opt)
             dispatch_clip_grad(self.weights, self.grad_clip)
-        self.w_opt.step()
+        self.scaler.step(self.w_opt)
+        self.scaler.update()
         return loss.detach(), logits.detach()
 
     def _arch_step(self, params: list[nn.Parameter], x_train: torch.Tensor, y_train: torch.Tensor,
@@ -100,7 +109,13 @@ class TriLevelOptimizer:
             with frozen(self.weights):
                 loss, _ = self._loss(x_val, y_val)
                 check_finite(loss, "the architecture step")
-                grads = list(torch.autograd.grad(loss, params))
+                if self.scaler.is_enabled():
+                    scale = self.scaler.get_scale()
+                    grads = [g / scale for g in torch.autograd.grad(loss * scale, params)]
+                    if not all(bool(torch.isfinite(g).all()) for g in grads):
+                        return  # fp16 overflowed: this step is skipped, as the weight step's scaler skips it
+                else:
+                    grads = list(torch.autograd.grad(loss, params))
         for p, g in zip(params, grads, strict=True):
             p.grad = g
         ids = {id(p) for p in params}

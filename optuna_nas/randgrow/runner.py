@@ -17,11 +17,13 @@ import optuna
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
+from ..artifacts import check_artifact_store
 from ..data import DataSource
 from ..errors import NasError, TrainingDiverged
-from ..storage import Heartbeat, load_or_create_study, study_token
+from ..heartbeat import Heartbeat
+from ..storage import load_or_create_study, study_token
 from ..trials import TrialContext, fail_stale
-from ..workers import limit_threads, run_workers, split_evenly
+from ..workers import limit_threads, pin_device, run_workers, split_evenly
 from .architecture import INCREMENT_OPERATIONS, Architecture, SearchMode
 from .hull import lower_hull
 from .objective import INITIAL_TRAINING, SEARCH_TRAINING, Cost, RandGrowJob, RandGrowObjective, skeleton_for
@@ -54,6 +56,7 @@ class GrowthSettings:
     lr: float = SEARCH_TRAINING.lr
     function_preserving: bool = False
     cutout: bool = SEARCH_TRAINING.cutout
+    amp: str | bool = SEARCH_TRAINING.amp
 
     def __post_init__(self) -> None:
         for key in ("n_models", "epochs", "cycles", "initial_epochs", "batch_size"):
@@ -73,7 +76,7 @@ class GrowthSettings:
 
     def job(self) -> RandGrowJob:
         """The growth trials' settings: the paper's schedules with this search's epochs, batch and rate."""
-        common = {"batch_size": self.batch_size, "lr": self.lr, "cutout": self.cutout}
+        common = {"batch_size": self.batch_size, "lr": self.lr, "cutout": self.cutout, "amp": self.amp}
         return RandGrowJob(cost=self.cost, val_portion=self.val_portion,
                            search=replace(SEARCH_TRAINING, epochs=self.epochs, cycles=self.cycles, **common),
                            initial=replace(INITIAL_TRAINING, epochs=self.initial_epochs, **common),
@@ -114,6 +117,7 @@ class RandGrowSearch:
 def grow_worker(search: RandGrowSearch, n_trials: int, n_workers: int) -> int:
     """Run up to ``n_trials`` growth trials in this process; returns how many it finished."""
     limit_threads(n_workers)
+    pin_device(search.context.device)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines say what happens
     objective = RandGrowObjective(search.job, search.data.load(), search.context)
     space = search.space
@@ -141,13 +145,18 @@ def _check_identity(study: optuna.Study, search: RandGrowSearch) -> None:
                        "use the same settings to resume it, or a new --study-name")
 
 
-def run_randgrow(search: RandGrowSearch, n_workers: int = 1, wait_for_others: bool = True) -> optuna.Study:
-    """Grow the study until it has ``search.n_trials`` completed trials, with ``n_workers`` processes; then, with
-    ``wait_for_others``, see the trials still running elsewhere finish or time out (:func:`settle`)."""
+def run_randgrow(search: RandGrowSearch, n_workers: int = 1, wait_for_others: bool = True,
+                 devices: list[str] | None = None) -> optuna.Study:
+    """Grow the study until it has ``search.n_trials`` completed trials, with ``n_workers`` processes (or one per
+    entry of ``devices``, each pinned to it); then, with ``wait_for_others``, see the trials still running
+    elsewhere finish or time out (:func:`settle`)."""
+    devices = devices or [search.context.device] * n_workers
+    n_workers = len(devices)
     if n_workers < 1:
         raise NasError(f"--n-workers must be at least 1, got {n_workers}")
-    # dataset and skeleton are checked before anything is stored
+    # dataset, skeleton and artifact store are checked before anything is stored
     skeleton_for(search.data.load(), search.space.cells_per_block, search.space.channels)
+    check_artifact_store(search.context.artifact_store)
     study = search.open()
     _check_identity(study, search)
     study_token(study)  # fixed here, before workers race to create it
@@ -165,7 +174,9 @@ def run_randgrow(search: RandGrowSearch, n_workers: int = 1, wait_for_others: bo
         print(f"[randgrow] {search.space.mode} search: {done} models done, {remaining} to train with {n_workers} "
               f"worker(s)", file=sys.stderr)
     shares = split_evenly(remaining, n_workers)
-    run_workers(grow_worker, [(search, share, len(shares)) for share in shares], n_workers)
+    jobs = [(replace(search, context=replace(search.context, device=device)), share, len(shares))
+            for share, device in zip(shares, devices, strict=False)]
+    run_workers(grow_worker, jobs, n_workers)
     study = search.open()
     if wait_for_others:
         settle(study, search.heartbeat, verbose)

@@ -29,9 +29,10 @@ from optuna.trial import FrozenTrial, TrialState
 from ..artifacts import DEFAULT_ARTIFACT_STORE, check_artifact_store, open_artifact_store
 from ..data import MissingDataset, stand_in_dataset
 from ..errors import NasError, TrainingDiverged, redact
-from ..storage import Heartbeat, load_or_create_study, load_study_by_name, study_token
+from ..heartbeat import Heartbeat
+from ..storage import load_or_create_study, load_study_by_name, study_token
 from ..trials import TrialContext, discard_finished_checkpoint, fail_stale
-from ..workers import limit_threads, run_workers, split_evenly
+from ..workers import limit_threads, pin_device, run_workers, split_evenly
 from .grid import DONE_STATES, grid_state, point_key, point_status
 from .spec import SPEC_ATTR, StudySpec
 from .stages import StageContext, StudyObjective
@@ -44,7 +45,7 @@ class RunOptions:
     study_name: str | None = None  # default: the file's name (+ "-PRESET" for a preset)
     n_workers: int = 1
     n_trials: int | None = None  # new trials this command runs at most (default: the whole grid)
-    devices: tuple[str, ...] = ("auto",)
+    devices: tuple[str, ...] = ("auto",)  # one per worker in turn (see workers.worker_devices)
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
     verbose: bool = True
 
@@ -95,6 +96,7 @@ def study_worker(spec: StudySpec, options: RunOptions, index: int, budget: int |
     limit_threads(n_workers)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines say what happens
     device = options.devices[index % len(options.devices)]
+    pin_device(device)
     study = open_study(spec, options, seed=os.getpid())
     objective = StudyObjective(spec, options.stage_context(spec, device))
     if spec.sampler != "grid":

@@ -30,10 +30,11 @@ from ..darts.genotypes import Genotype
 from ..darts.objective import DartsSearchObjective, SearchJob
 from ..data import DataSource, ImageDataset
 from ..errors import NasError, TrainingDiverged
+from ..heartbeat import Heartbeat
 from ..randgrow.runner import GrowthSettings, RandGrowSearch, run_randgrow
 from ..randgrow.sampler import get_proposal
 from ..retrain import AnyArchitecture, RetrainJob, RetrainObjective
-from ..storage import Heartbeat, load_or_create_study, run_key, study_token
+from ..storage import load_or_create_study, run_key, study_token
 from ..train import resolve_device
 from ..trials import TrialContext, discard_finished_checkpoint, fail_stale, say_why_it_failed
 from .grid import MAX_FAILURES, give_way_if_taken, suggest_point

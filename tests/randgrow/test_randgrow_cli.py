@@ -98,7 +98,7 @@ def test_a_rerun_leaves_no_trial_running_that_no_worker_owns(tmp_path, kind) -> 
     """A worker died in the middle of a trial after the study had its models; the rerun, which has nothing left to
     train, fails the dead worker's trial once its heartbeat is stale (here after 2 s) instead of leaving it
     RUNNING."""
-    from optuna_nas.storage import Heartbeat
+    from optuna_nas.heartbeat import Heartbeat
 
     storage = _storage(kind, tmp_path)
     beat = ["--heartbeat-interval", "1", "--grace-period", "2"]

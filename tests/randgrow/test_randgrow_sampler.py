@@ -158,7 +158,7 @@ def test_a_trial_waiting_longer_than_the_grace_period_is_not_failed_as_dead(tmp_
     it is neither failed as a dead worker's nor left to write its proposal onto a finished trial."""
     from optuna.storages.journal import JournalFileBackend
 
-    from optuna_nas.storage import Heartbeat, HeartbeatJournalStorage
+    from optuna_nas.heartbeat import Heartbeat, HeartbeatJournalStorage
 
     storage = HeartbeatJournalStorage(JournalFileBackend(str(tmp_path / "journal.log")), Heartbeat(1, 2))
     sampler = RandGrowSampler(SMALL, seed=0, poll_seconds=0.2, verbose=False)

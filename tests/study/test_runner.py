@@ -215,7 +215,7 @@ def test_a_tpe_hyperparameter_study_stops_at_n_trials(tmp_path: Path) -> None:
 
 def test_shared_searches_are_never_pruned(tmp_path: Path) -> None:
     """Optuna's default pruner would prune a search that several rows reuse; the searches study has none."""
-    from optuna_nas.storage import Heartbeat
+    from optuna_nas.heartbeat import Heartbeat
     from optuna_nas.study.runner import RunOptions
     from optuna_nas.study.spec import load_study_file
     from optuna_nas.study.stages import StudyObjective
