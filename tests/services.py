@@ -5,7 +5,8 @@ Loaded by ``pytest_plugins = ("services",)`` in conftest.py.  ``bash .ci/run`` p
 session with .ci/postgres.sh (if /usr/lib/postgresql/*/bin/initdb exists) and ``chromium`` looks on PATH; a test whose
 service is missing is skipped.
 
-Fixtures: ``postgres_url`` (mark the test ``@pytest.mark.postgres``) and ``chromium`` (``@pytest.mark.browser``).
+Fixtures: ``postgres_url`` (mark the test ``@pytest.mark.postgres``), ``chromium`` (``@pytest.mark.browser``),
+``s3_bucket`` (a local S3 server, moto's; ``@pytest.mark.s3``) and ``redis_url`` (``@pytest.mark.redis``).
 Helpers: ``serve_dashboard`` and ``render_dom``.
 
 What optuna-dashboard 0.21 shows, by URL (``<id>`` is the storage's study id: ``study._study_id``, or
@@ -110,6 +111,80 @@ def postgres_url(_postgres_server: str) -> Iterator[str]:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
     finally:
         admin.close()
+
+
+# ----------------------------------------------------------------------------------------------- S3 (moto) and Redis
+def _serve(command: list[str], port: int, what: str) -> subprocess.Popen:
+    """Start a local server on ``port`` (127.0.0.1) and wait until it accepts connections."""
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return proc
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            log.seek(0)
+            raise RuntimeError(f"{what} did not come up on port {port}: {log.read().decode(errors='replace')[-1000:]}")
+        time.sleep(0.1)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def _s3_server() -> Iterator[str]:
+    """An S3-compatible HTTP server on 127.0.0.1 (moto's standalone ``moto_server``, from the dev extras)."""
+    pytest.importorskip("boto3", reason="boto3 missing: pip install -e '.[dev]'")
+    exe = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
+    if not os.access(exe, os.X_OK):
+        pytest.skip("moto_server not available: pip install -e '.[dev]' (moto[server])")
+    port = _free_port()
+    proc = _serve([exe, "-H", "127.0.0.1", "-p", str(port)], port, "moto_server")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _stop(proc)
+
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture
+def s3_bucket(_s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh bucket on the local S3 server; the standard AWS variables point boto3 (in this process and in its
+    children) at it. Returns the bucket's name."""
+    import boto3
+
+    for key, value in {**S3_ENV, "AWS_ENDPOINT_URL": _s3_server}.items():
+        monkeypatch.setenv(key, value)
+    name = "nas-" + uuid.uuid4().hex[:12]
+    boto3.client("s3").create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A private, empty Redis server on 127.0.0.1 (Debian's redis-server), gone after the test."""
+    pytest.importorskip("redis", reason="redis missing: pip install -e '.[dev]'")
+    exe = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not os.access(exe, os.X_OK):
+        pytest.skip("redis-server not available: apt-get install redis-server (bash .ci/run does)")
+    port = _free_port()
+    with tempfile.TemporaryDirectory(prefix="optuna-nas-redis-") as data:
+        proc = _serve([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                       "--dir", data], port, "redis-server")
+        try:
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            _stop(proc)
 
 
 # ------------------------------------------------------------------------------------------------------------ Chromium

@@ -68,3 +68,26 @@ def test_an_unreadable_checkpoint_is_kept_aside_and_forgotten(tmp_path: Path) ->
     assert (tmp_path / "store" / f"corrupt-{artifact_id}").read_bytes() == b"truncated"
     assert not (tmp_path / "store" / str(artifact_id)).exists()
     assert current_checkpoint(study, "run") is None and checkpoint.load() is None
+
+
+def test_object_store_removal_happens_once_and_retries_only_failures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Optuna 5.0's Backoff.remove deletes again and sleeps after a success; ours stops at the first success."""
+    from optuna_nas.artifacts import _Backoff
+
+    class Flaky:
+        def __init__(self, failures: int) -> None:
+            self.failures, self.calls = failures, 0
+
+        def remove(self, artifact_id: str) -> None:
+            self.calls += 1
+            if self.calls <= self.failures:
+                raise ConnectionError("a transient network error")
+
+    sleeps: list[float] = []
+    monkeypatch.setattr("optuna_nas.artifacts.time.sleep", sleeps.append)
+    steady, flaky = Flaky(0), Flaky(2)
+    _Backoff(steady, max_retries=5).remove("a")  # type: ignore[arg-type]
+    _Backoff(flaky, max_retries=5).remove("b")  # type: ignore[arg-type]
+    assert (steady.calls, flaky.calls) == (1, 3) and len(sleeps) == 2
+    with pytest.raises(ConnectionError):
+        _Backoff(Flaky(9), max_retries=3).remove("c")  # type: ignore[arg-type]

@@ -23,6 +23,8 @@ Choices the paper leaves open:
 
 from __future__ import annotations
 
+import os
+import platform
 import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -137,6 +139,7 @@ class RandGrowObjective:
                                                "function_preserving": job.function_preserving,
                                                "dataset": data.name, **asdict(settings)})
         trial.set_user_attr("run_key", key)
+        trial.set_user_attr("worker", f"{platform.node()}:{os.getpid()}")
         generator = seed_everything(int(key[:8], 16))
         device = resolve_device(self.context.device)
 
