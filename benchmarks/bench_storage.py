@@ -16,7 +16,13 @@ Median and p90 ms per trial, mean ms of the first and last 100 trials, ratios to
 worker is SIGKILLed; printed: kill -> trial FAIL (stale detected), kill -> its retry RUNNING, kill -> the
 retry's first new epoch (storage timestamps where Optuna keeps them, else polled every 50 ms).
 
-Usage: OMP_NUM_THREADS=1 python benchmarks/bench_storage.py [overhead|recovery|all] [--quick]
+``artifacts``: what a retraining trial writes to its artifact store (a checkpoint per epoch, replacing the previous
+one, then the weights and a JSON file, then the checkpoint discarded), with real state dicts of a DARTS network
+(``--channels``, default C=16 with 8 cells, about 1 MB), ``--trials`` (50) trials of ``--epochs`` (5) epochs, on a
+local directory and on S3: an S3-compatible server on 127.0.0.1 (moto_server, started here unless
+``$AWS_ENDPOINT_URL`` is set), so the figure is the client's and the protocol's cost, not a network's.
+
+Usage: OMP_NUM_THREADS=1 python benchmarks/bench_storage.py [overhead|recovery|artifacts|all] [--quick]
 PostgreSQL: --postgres URL or $OPTUNA_NAS_PGURL, else a private server (.ci/postgres.sh, port
 $OPTUNA_NAS_PGPORT or 5479) started and stopped here; --no-postgres skips it.
 """
@@ -44,8 +50,15 @@ import torch
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from optuna_nas.artifacts import ArtifactCheckpointer, discard_checkpoint, open_artifact_store, upload_json
-from optuna_nas.storage import Heartbeat, _with_installed_driver, load_or_create_study
+from optuna_nas.artifacts import (
+    ArtifactCheckpointer,
+    discard_checkpoint,
+    open_artifact_store,
+    upload_json,
+    upload_state,
+)
+from optuna_nas.heartbeat import Heartbeat
+from optuna_nas.storage import _with_installed_driver, load_or_create_study
 
 ROOT = Path(__file__).resolve().parents[1]
 LEVELS = ("ask+tell", "+attrs", "+artifacts")
@@ -307,6 +320,76 @@ def bench_recovery(backends: list[str], settings: list[tuple[int, int]], scenari
                       flush=True)
 
 
+# ---------------------------------------------------------------- artifact stores
+
+
+@contextmanager
+def s3_endpoint() -> Iterator[str]:
+    """A bucket on $AWS_ENDPOINT_URL, or on a moto_server started here; yields the bucket's name."""
+    import socket
+
+    import boto3
+
+    proc = None
+    if not os.environ.get("AWS_ENDPOINT_URL"):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        proc = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        os.environ.update({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "bench",
+                           "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"})
+        for _ in range(100):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+    bucket = f"bench-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    try:
+        yield bucket
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait()
+
+
+def artifact_trial_seconds(location: str, state: dict[str, torch.Tensor], trials: int, epochs: int) -> list[float]:
+    store = open_artifact_store(location)
+    study = optuna.create_study()
+    times = []
+    for _ in range(trials):
+        start = time.perf_counter()
+        trial = study.ask()
+        key = f"bench-{uuid.uuid4().hex[:8]}"
+        checkpointer = ArtifactCheckpointer(store, study, key)
+        for epoch in range(epochs):
+            checkpointer.save({"epoch": epoch, "modules": {"network": state}})
+        upload_state(trial, store, state, "weights.pt")
+        upload_json(trial, store, fake_genotype(), "genotype.json")
+        discard_checkpoint(store, study, key)
+        study.tell(trial, 1.0)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def bench_artifacts(trials: int, epochs: int, channels: int) -> None:
+    from optuna_nas.darts.genotypes import BUILTIN_GENOTYPES
+    from optuna_nas.darts.model import network_cifar
+
+    state = network_cifar(BUILTIN_GENOTYPES["DARTS_V2"], channels=channels, layers=8).state_dict()
+    megabytes = sum(t.numel() * t.element_size() for t in state.values()) / 1e6
+    print(f"\nartifacts: {trials} trials x ({epochs} checkpoints + weights + JSON), state dict {megabytes:.2f} MB")
+    with tempfile.TemporaryDirectory() as tmp, s3_endpoint() as bucket:
+        rows = {"directory": artifact_trial_seconds(tmp, state, trials, epochs),
+                "s3 (127.0.0.1)": artifact_trial_seconds(f"s3://{bucket}/bench", state, trials, epochs)}
+    base = statistics.median(rows["directory"])
+    print(f"{'store':<16}{'median ms/trial':>16}{'p90 ms':>10}{'ratio':>8}")
+    for name, times in rows.items():
+        print(f"{name:<16}{statistics.median(times) * 1e3:16.1f}{quantile(times, 0.9) * 1e3:10.1f}"
+              f"{statistics.median(times) / base:8.2f}")
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -314,7 +397,9 @@ def main() -> None:
     head, _, rest = __doc__.partition("\n\n")
     parser = argparse.ArgumentParser(description=head, epilog=rest,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", nargs="?", choices=["overhead", "recovery", "all"], default="all")
+    parser.add_argument("part", nargs="?", choices=["overhead", "recovery", "artifacts", "all"], default="all")
+    parser.add_argument("--epochs", type=int, default=5, help="checkpoints per trial in the artifacts part (5)")
+    parser.add_argument("--channels", type=int, default=16, help="C of the artifacts part's network (16)")
     parser.add_argument("--trials", type=int, default=1000, help="trials per backend and level (1000)")
     parser.add_argument("--backends", nargs="+", default=["sqlite", "journal", "postgresql"],
                         choices=["sqlite", "journal", "postgresql"])
@@ -342,6 +427,8 @@ def main() -> None:
             bench_overhead(backends, args.levels, args.trials, pg_url)
         if args.part in ("recovery", "all"):
             bench_recovery(backends, settings, args.scenarios, pg_url)
+        if args.part in ("artifacts", "all"):
+            bench_artifacts(min(args.trials, 50), args.epochs, args.channels)
     print(f"\n1-min load average at the end: {os.getloadavg()[0]:.2f}")
 
 
