@@ -21,6 +21,7 @@ import importlib.util
 import io
 import json
 import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -56,6 +57,21 @@ def _bucket(location: str) -> tuple[str, str]:
         raise NasError(f"artifact store {location!r}: name a bucket, e.g. {location.split('://')[0]}://BUCKET/PREFIX")
     prefix = prefix.strip("/")
     return bucket, f"{prefix}/" if prefix else ""
+
+
+class AtomicFileSystemArtifactStore(FileSystemArtifactStore):
+    """Optuna's directory store, writing each artifact to a temporary file renamed into place: a worker killed
+    mid-write never leaves a half-written file under an artifact's id (Optuna's writes in place)."""
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        target = self._get_filepath(artifact_id)
+        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
+        try:
+            with partial.open("wb") as out:
+                shutil.copyfileobj(content_body, out)
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
 
 
 class PrefixedArtifactStore:
@@ -165,7 +181,7 @@ def open_artifact_store(location: str | Path) -> ArtifactStore:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise NasError(f"cannot use artifact directory {path}: {exc.strerror}") from None
-    return FileSystemArtifactStore(path)
+    return AtomicFileSystemArtifactStore(path)
 
 
 def dashboard_command(storage: str, location: str | Path) -> str:

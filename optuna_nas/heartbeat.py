@@ -9,6 +9,7 @@ Machines sharing such a storage need roughly synchronised clocks (NTP), since th
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from .errors import NasError
 
 HEARTBEAT_ATTR = "optuna_nas:heartbeat"
+ARTIFACT_ATTR_PREFIX = "artifacts:"  # how Optuna names a trial's artifact entries (optuna.artifacts._upload)
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,18 @@ class Heartbeat:
         # from the run's epoch checkpoint (keyed by its configuration, not by the trial)
         with warnings.catch_warnings():  # "experimental" in Optuna, and exactly what a dead worker's trial needs
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry, inherit_intermediate_values=True)
+            return RetryWithoutArtifacts(max_retry=self.max_retry, inherit_intermediate_values=True)
+
+
+class RetryWithoutArtifacts(RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry of a dead worker's trial, without the dead trial's artifact entries: Optuna records an
+    artifact on the trial before it writes the file, so a worker killed mid-upload leaves entries of files that are
+    missing or partial, and a retried trial uploads its own anyway."""
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        kept = copy.copy(trial)
+        kept.system_attrs = {k: v for k, v in trial.system_attrs.items() if not k.startswith(ARTIFACT_ATTR_PREFIX)}
+        super().__call__(study, kept)
 
 
 class AttrHeartbeat(BaseHeartbeat):

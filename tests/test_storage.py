@@ -78,3 +78,40 @@ def test_no_command_prints_a_database_password(tmp_path: Path, command: list[str
     assert done.returncode == 2
     assert SECRET not in done.stdout + done.stderr
     assert "nas:***@127.0.0.1" in done.stderr and done.stderr.count("\n") == 1
+
+
+def _pop_queued(url: str, barrier: multiprocessing.synchronize.Barrier, results: multiprocessing.Queue) -> None:
+    from optuna_nas.storage import open_storage
+
+    study = optuna.load_study(study_name="queue", storage=open_storage(url))
+    barrier.wait()
+    taken: list = []
+    try:
+        while True:
+            trial = study.ask()
+            x = trial.suggest_int("x", 0, 10_000)
+            study.tell(trial, 0.0)
+            if not trial.user_attrs.get("queued"):
+                break  # the queue is empty: this was a fresh trial
+            taken.append(x)
+    except Exception as exc:  # noqa: BLE001 - e.g. "Cannot tell a COMPLETE trial": the other worker ran it too
+        taken.append(f"{type(exc).__name__}: {exc}")
+    results.put(taken)
+
+
+def test_two_workers_never_take_the_same_queued_trial_on_sqlite(tmp_path: Path) -> None:
+    """Optuna hands a waiting trial out with SELECT ... FOR UPDATE, which SQLite ignores; our SQLite transactions
+    begin with the write lock, so each queued trial runs once."""
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    study = load_or_create_study(url, "queue", ["minimize"], ["value"])
+    for x in range(150):
+        study.enqueue_trial({"x": x}, user_attrs={"queued": True})
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(2), context.Queue()
+    workers = [context.Process(target=_pop_queued, args=(url, barrier, results)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    taken = [x for _ in workers for x in results.get(timeout=120)]
+    for worker in workers:
+        worker.join(timeout=60)
+    assert sorted(taken) == list(range(150))  # every queued trial once: none twice, none lost
