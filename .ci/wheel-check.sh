@@ -20,9 +20,10 @@ if [[ "$shipped" != "$packed" ]]; then
 fi
 
 python -m venv "$work/venv"
-deps=$(python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 venv_site=$("$work/venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-echo "$deps" > "$venv_site/borrowed-dependencies.pth"
+# every site-packages directory this Python imports from (a system one, a virtual environment's, ...)
+python -c "import sys; print('\n'.join(p for p in sys.path if p.endswith(('site-packages', 'dist-packages'))))" \
+    > "$venv_site/borrowed-dependencies.pth"
 "$work/venv/bin/python" -m pip install -q --no-deps --no-index "$wheel"
 
 mkdir "$work/elsewhere"
