@@ -1,20 +1,33 @@
-"""Step time and peak memory of the DARTS-family search super-network, and of DARTS_V2 retraining, on CPU.
+"""CPU step time and peak memory of the DARTS-family search step and DARTS_V2 retraining, ours beside the original code.
 
-Why: A-DARTS claims its activation search costs little over DARTS (factorized <= 1.25x fixed ReLU) and
-PC-DARTS claims K=4 partial channels cut a search step to <= 0.45x. This script checks both claims, and the
-absolute budget (a DARTS step <= 10 s and <= 5 GB on this machine class), against numbers measured in the
-same run, with the original DARTS / PC-DARTS code's figures printed for context.
+Why: the targets, each against figures measured in the same run: our DARTS step <= 0.40x the original code's and
+peak <= 5 GB; our PC-DARTS K=4 step <= 0.50x the original PC-DARTS step and <= 0.40x our own DARTS step; A-DARTS's
+factorized activation search <= 1.20x our fixed ReLU; DARTS_V2 retraining forward+backward <= 0.65x the original.
 
-What: for each search mode, the C=16, 8-cell super-network (batch 64, 3x32x32, 10 classes, first order,
-fp32) runs 1 warm-up step and N timed steps of Algorithm 1; each step is timed as the weight step plus the
+What: for each search mode, the C=16, 8-cell super-network (batch 64, 3x32x32, 10 classes, first order, fp32)
+runs 1 warm-up step and N timed steps of Algorithm 1; each step is timed as the weight step plus the
 architecture step (the one shared alpha/beta validation pass). Each mode runs in a fresh subprocess
 (``--single-mode``) so its peak resident set size (``ru_maxrss``) is its own; the report gives that peak and
 the peak minus the RSS just before the first step; a mode killed for memory is reported as failed.
 ``retrain`` times forward+backward of DARTS_V2 (C=36, 20 cells, auxiliary head, batch 32, drop path 0.2).
+
+``--reference DIR`` (repeatable) times the original code in DIR (a DARTS or a PC-DARTS folder, told apart by
+PC-DARTS's ``channel_shuffle``; loaded by ``reference_code.py``) the same way, in its own subprocess, at the same
+shapes, in its own default NCHW layout: a DARTS folder gives the DARTS search iteration (``original:darts``) and
+DARTS_V2 retraining (``original:retrain``), a PC-DARTS folder the K=4 search iteration (``original:pc_darts``),
+each when its counterpart is among ``--modes``. An original search iteration is what its train_search.py does,
+first order: ``Architect.step(..., unrolled=False)`` on a validation batch, then the weight step with gradient
+clipping; its hyperparameters are the original's. Then a side-by-side table (original against ours, time and
+peak memory) and the targets, MET or MISSED. Without ``--reference``, the targets that need the original are
+checked against its figures recorded earlier on this machine class (full shapes only), and marked so.
+
 ``--profile [MODE]`` prints a torch.profiler table of one search step (default fixed:relu) and the bytes
 autograd saves for backward in one forward pass, grouped by the candidate operator and module saving them.
+``--shapes tiny`` (hidden) shrinks every shape (batch 2, C=8, 5 cells, 16x16; retraining at 32x32, which the
+original auxiliary head needs) for a smoke test of the machinery; its figures mean nothing.
 
-Usage: python benchmarks/bench_darts_search.py [--steps N] [--modes ...] [--json out.json] [--profile [MODE]]
+Usage: python benchmarks/bench_darts_search.py [--steps N] [--modes ...] [--reference DIR ...] [--json out.json]
+       [--profile [MODE]]
 """
 
 from __future__ import annotations
@@ -28,8 +41,12 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from reference_code import detect_kind  # benchmarks/reference_code.py; imports no torch at module level
 
 # torch is imported only inside the measuring subprocess, so the parent stays small and a child's
 # ru_maxrss (which Linux carries over from the parent's memory image across exec) is the child's own.
@@ -39,10 +56,47 @@ SEARCH_MODES = ("fixed:relu", "factorized", "pc_darts", "fixed:relu+recompute", 
                 "non_factorized+recompute", "non_factorized")
 ALL_MODES = (*SEARCH_MODES, "retrain")
 DEFAULT_MODES = ("fixed:relu", "factorized", "pc_darts", "fixed:relu+recompute", "factorized+recompute", "retrain")
+# the original code's runs (--reference): which kind of folder gives each, and which of our modes it is compared with
+ORIGINAL_KIND = {"original:darts": "darts", "original:pc_darts": "pc_darts", "original:retrain": "darts"}
+COUNTERPART = {"fixed:relu": "original:darts", "fixed:relu+recompute": "original:darts",
+               "pc_darts": "original:pc_darts", "retrain": "original:retrain"}
+LABELS = {"original:darts": "DARTS search step", "original:pc_darts": "PC-DARTS K=4 search step",
+          "original:retrain": "DARTS_V2 retrain fwd+bwd"}
 GB = 1e9
-# (step s, weight s, arch s, peak GB) of the original DARTS / PC-DARTS code on this machine class
-REFERENCE = {"fixed:relu": (21.3, 10.6, 10.6, 10.8), "pc_darts": (8.3, None, None, 4.2)}
-RETRAIN_REFERENCE_S = 2.2
+
+# The targets (ratios are of median step times measured in the same run; peak is the peak RSS).
+DARTS_VS_ORIGINAL = 0.40
+DARTS_PEAK_GB = 5.0
+PC_DARTS_VS_ORIGINAL = 0.50
+PC_DARTS_VS_DARTS = 0.40
+FACTORIZED_VS_RELU = 1.20
+RETRAIN_VS_ORIGINAL = 0.65
+
+# The original code's figures recorded earlier on this machine class at the full shapes (2 cores, fp32): used only
+# for a target whose original was not measured in this run (no --reference for it), and marked "recorded".
+RECORDED_ORIGINAL: dict[str, dict[str, float]] = {
+    "original:darts": {"step_s": 21.3, "weight_s": 10.6, "arch_s": 10.6, "peak_gb": 10.8},
+    "original:pc_darts": {"step_s": 8.3, "peak_gb": 4.2},
+    "original:retrain": {"step_s": 2.2},
+}
+
+
+@dataclass(frozen=True)
+class Shapes:
+    batch: int
+    channels: int
+    layers: int
+    image: int
+    retrain_batch: int
+    retrain_channels: int
+    retrain_layers: int
+    retrain_image: int
+
+
+# tiny: a smoke test of the machinery only. PC-DARTS's K=4 needs an even C/4 (so C=8); the original auxiliary head
+# needs an 8x8 map at 2/3 of the depth (so 32x32 retraining input).
+SHAPES = {"full": Shapes(64, 16, 8, 32, 32, 36, 20, 32), "tiny": Shapes(2, 8, 5, 16, 2, 8, 5, 32)}
+NUM_CLASSES = 10
 
 
 def rss_bytes() -> int:
@@ -54,7 +108,7 @@ def peak_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
-def build_search(mode: str, batch: int = 64) -> tuple[Any, Any, tuple[Any, ...]]:
+def build_search(mode: str, shapes: Shapes = SHAPES["full"]) -> tuple[Any, Any, tuple[Any, ...]]:
     import torch
 
     from optuna_nas.darts.space import A_DARTS_SPACE, DARTS_SPACE, ActivationMode
@@ -67,8 +121,9 @@ def build_search(mode: str, batch: int = 64) -> tuple[Any, Any, tuple[Any, ...]]
     pc = mode == "pc_darts"
     activation = "fixed:relu" if pc else mode
     space = DARTS_SPACE if activation.startswith("fixed") else A_DARTS_SPACE
-    config = SuperNetConfig(space, ActivationMode.parse(activation), channels=16, layers=8, num_classes=10,
-                            in_channels=3, partial_channels=4 if pc else 1, recompute_cells=recompute)
+    config = SuperNetConfig(space, ActivationMode.parse(activation), channels=shapes.channels, layers=shapes.layers,
+                            num_classes=NUM_CLASSES, in_channels=3, partial_channels=4 if pc else 1,
+                            recompute_cells=recompute)
     # the library's default layout (SearchSettings.channels_last)
     net = SearchNetwork(config).train().to(memory_format=torch.channels_last)
 
@@ -79,9 +134,10 @@ def build_search(mode: str, batch: int = 64) -> tuple[Any, Any, tuple[Any, ...]]
     b_opt = adam(net.beta_parameters()) if net.beta_parameters() else None
     opt = TriLevelOptimizer(net, w_opt, adam(net.alpha_parameters()), b_opt, grad_clip=5.0, unrolled=False,
                             beta_pass="shared", amp=False)
-    images = [torch.randn(batch, 3, 32, 32).contiguous(memory_format=torch.channels_last) for _ in range(2)]
-    data = (images[0], torch.randint(0, 10, (batch,)), images[1], torch.randint(0, 10, (batch,)))
-    return net, opt, data
+    images = [torch.randn(shapes.batch, 3, shapes.image, shapes.image).contiguous(memory_format=torch.channels_last)
+              for _ in range(2)]
+    labels = [torch.randint(0, NUM_CLASSES, (shapes.batch,)) for _ in range(2)]
+    return net, opt, (images[0], labels[0], images[1], labels[1])
 
 
 def search_step(opt: Any, data: tuple[Any, ...]) -> tuple[float, float]:
@@ -93,18 +149,26 @@ def search_step(opt: Any, data: tuple[Any, ...]) -> tuple[float, float]:
     return t1 - t0, time.perf_counter() - t1
 
 
-def build_retrain() -> tuple[Any, Any]:
+def build_search_step(mode: str, shapes: Shapes = SHAPES["full"]) -> Callable[[], tuple[float, float]]:
+    _, opt, data = build_search(mode, shapes)
+    return lambda: search_step(opt, data)
+
+
+def build_retrain(shapes: Shapes = SHAPES["full"]) -> tuple[Any, Callable[[], None]]:
     import torch
 
     from optuna_nas.darts.genotypes import BUILTIN_GENOTYPES
     from optuna_nas.darts.model import network_cifar
 
     torch.manual_seed(0)
-    net = network_cifar(BUILTIN_GENOTYPES["DARTS_V2"], channels=36, num_classes=10, layers=20, auxiliary=True)
+    net = network_cifar(BUILTIN_GENOTYPES["DARTS_V2"], channels=shapes.retrain_channels, num_classes=NUM_CLASSES,
+                        layers=shapes.retrain_layers, auxiliary=True)
     net.train().to(memory_format=torch.channels_last)  # TrainSettings.channels_last
     net.set_drop_path(0.2)
     criterion = torch.nn.CrossEntropyLoss()
-    x, y = torch.randn(32, 3, 32, 32).contiguous(memory_format=torch.channels_last), torch.randint(0, 10, (32,))
+    size = shapes.retrain_image
+    x = torch.randn(shapes.retrain_batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, NUM_CLASSES, (shapes.retrain_batch,))
 
     def fwd_bwd() -> None:
         net.zero_grad(set_to_none=True)
@@ -114,10 +178,56 @@ def build_retrain() -> tuple[Any, Any]:
     return net, fwd_bwd
 
 
-def measure(mode: str, steps: int) -> dict[str, Any]:
-    """Run in a fresh process: 1 warm-up + ``steps`` timed steps of one mode."""
-    if mode == "retrain":
-        _, fwd_bwd = build_retrain()
+def _original_code(mode: str, reference: Path | None) -> Any:
+    from reference_code import load_reference
+
+    if reference is None:
+        raise SystemExit(f"{mode} needs --reference DIR")
+    code = load_reference(reference)
+    if code.kind != ORIGINAL_KIND[mode]:
+        raise SystemExit(f"{mode} needs a {ORIGINAL_KIND[mode]} folder; {reference} holds {code.kind}")
+    return code
+
+
+def build_original_search(mode: str, reference: Path | None,
+                          shapes: Shapes = SHAPES["full"]) -> Callable[[], tuple[float, float]]:
+    """The original search network at our shapes, NCHW; a callable doing one iteration: (weight s, arch s)."""
+    import torch
+    from reference_code import OriginalSearch
+
+    code = _original_code(mode, reference)
+    torch.manual_seed(0)
+    search = OriginalSearch(code, shapes.channels, NUM_CLASSES, shapes.layers)
+    search.net.train()
+    images = [torch.randn(shapes.batch, 3, shapes.image, shapes.image) for _ in range(2)]
+    labels = [torch.randint(0, NUM_CLASSES, (shapes.batch,)) for _ in range(2)]
+    return lambda: search.step(images[0], labels[0], images[1], labels[1])
+
+
+def build_original_retrain(reference: Path | None, shapes: Shapes = SHAPES["full"]) -> Callable[[], None]:
+    """The original NetworkCIFAR of DARTS_V2 at our shapes, NCHW, drop path 0.2; one forward+backward."""
+    import torch
+    from reference_code import OriginalRetrain
+
+    code = _original_code("original:retrain", reference)
+    torch.manual_seed(0)
+    retrain = OriginalRetrain(code, shapes.retrain_channels, NUM_CLASSES, shapes.retrain_layers, auxiliary=True,
+                              drop_path_prob=0.2)
+    retrain.net.train()
+    size = shapes.retrain_image
+    x = torch.randn(shapes.retrain_batch, 3, size, size)
+    y = torch.randint(0, NUM_CLASSES, (shapes.retrain_batch,))
+
+    def fwd_bwd() -> None:
+        retrain.forward_backward(x, y)
+
+    return fwd_bwd
+
+
+def measure(mode: str, steps: int, shapes: Shapes = SHAPES["full"], reference: Path | None = None) -> dict[str, Any]:
+    """Run in a fresh process: 1 warm-up + ``steps`` timed steps of one mode (ours or ``original:*``)."""
+    if mode in ("retrain", "original:retrain"):
+        fwd_bwd = build_retrain(shapes)[1] if mode == "retrain" else build_original_retrain(reference, shapes)
         before = rss_bytes()
         times = []
         for i in range(steps + 1):
@@ -127,19 +237,24 @@ def measure(mode: str, steps: int) -> dict[str, Any]:
                 times.append(time.perf_counter() - t0)
         out: dict[str, Any] = {"step_s": statistics.median(times), "step_all_s": times}
     else:
-        _, opt, data = build_search(mode)
+        step = build_original_search(mode, reference, shapes) if mode.startswith("original:") \
+            else build_search_step(mode, shapes)
         before = rss_bytes()
-        timed = [search_step(opt, data) for _ in range(steps + 1)][1:]
+        timed = [step() for _ in range(steps + 1)][1:]
         out = {"step_s": statistics.median(w + a for w, a in timed),
                "weight_s": statistics.median(w for w, _ in timed),
                "arch_s": statistics.median(a for _, a in timed), "step_all_s": [w + a for w, a in timed]}
     peak = peak_bytes()
-    return out | {"mode": mode, "steps": steps, "rss_before_gb": before / GB, "peak_gb": peak / GB,
-                  "peak_delta_gb": (peak - before) / GB, "load_avg": os.getloadavg()[0]}
+    extra = {"reference": str(reference)} if mode.startswith("original:") else {}
+    return out | extra | {"mode": mode, "steps": steps, "rss_before_gb": before / GB, "peak_gb": peak / GB,
+                          "peak_delta_gb": (peak - before) / GB, "load_avg": os.getloadavg()[0]}
 
 
-def run_child(mode: str, steps: int) -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--single-mode", mode, "--steps", str(steps)]
+def run_child(mode: str, steps: int, shapes: str = "full", reference: Path | None = None) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--single-mode", mode, "--steps", str(steps),
+           "--shapes", shapes]
+    if reference is not None:
+        cmd += ["--reference", str(reference)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode:  # e.g. -9: killed by the kernel's OOM killer
         why = "killed (SIGKILL: out of memory?)" if done.returncode == -9 else f"exit {done.returncode}"
@@ -152,46 +267,133 @@ def verdict(ok: bool) -> str:
     return "MET" if ok else "MISSED"
 
 
-def report(results: dict[str, dict[str, Any]]) -> None:
-    base = results.get("fixed:relu")
-    base = None if base is None or "error" in base else base
+def _ok(results: dict[str, dict[str, Any]], mode: str) -> dict[str, Any] | None:
+    r = results.get(mode)
+    return r if r is not None and "error" not in r else None
+
+
+def _original(results: dict[str, dict[str, Any]], mode: str, full: bool) -> tuple[dict[str, Any] | None, str]:
+    """The original's figures for ``mode``: measured in this run, else recorded (full shapes only), else None."""
+    r = _ok(results, mode)
+    if r is not None:
+        return r, "this run"
+    if full and mode not in results:  # not asked for; a failed run is not replaced by a recorded figure
+        return RECORDED_ORIGINAL[mode], "recorded"
+    return None, ""
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _fmt(x: float | None, spec: str = ".2f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def side_by_side(results: dict[str, dict[str, Any]], full: bool) -> list[dict[str, Any]]:
+    """One row per (our mode, its original): seconds and peak GB of each, and ours/original."""
+    rows = []
+    for ours_mode, original_mode in COUNTERPART.items():
+        ours = _ok(results, ours_mode)
+        original, source = _original(results, original_mode, full)
+        if ours is None or original is None:
+            continue
+        parts = [("step_s", f"{LABELS[original_mode]} ({ours_mode})")]
+        if "weight_s" in ours:
+            parts += [("weight_s", "  weight step"), ("arch_s", "  architecture step")]
+        for key, label in parts:
+            gb = key == "step_s"
+            row = {"run": label, "ours_mode": ours_mode, "original_mode": original_mode, "part": key,
+                   "original_s": original.get(key), "original_gb": original.get("peak_gb") if gb else None,
+                   "ours_s": ours[key], "ours_gb": ours["peak_gb"] if gb else None, "original_from": source}
+            row["time_x"] = _ratio(row["ours_s"], row["original_s"])
+            row["memory_x"] = _ratio(row["ours_gb"], row["original_gb"])
+            rows.append(row)
+    return rows
+
+
+def targets(results: dict[str, dict[str, Any]], full: bool) -> list[dict[str, Any]]:
+    """The targets that this run's modes allow checking: value, limit, MET / MISSED, and what it is against."""
+    out: list[dict[str, Any]] = []
+
+    def check(name: str, value: float | None, limit: float, unit: str, against: str) -> None:
+        met = None if value is None else value <= limit
+        out.append({"target": name, "value": value, "limit": limit, "unit": unit, "against": against,
+                    "met": met})
+
+    def vs_original(name: str, ours_mode: str, original_mode: str, limit: float) -> None:
+        ours = _ok(results, ours_mode)
+        if ours is None:
+            return
+        original, source = _original(results, original_mode, full)
+        value = _ratio(ours["step_s"], original["step_s"]) if original else None
+        check(name, value, limit, "x", f"{original_mode} ({source})" if original else "no original (--reference)")
+
+    for mode in ("fixed:relu", "fixed:relu+recompute"):
+        vs_original(f"DARTS step, ours ({mode}) / original", mode, "original:darts", DARTS_VS_ORIGINAL)
+        if (r := _ok(results, mode)) is not None:
+            check(f"DARTS step peak RSS ({mode})", r["peak_gb"], DARTS_PEAK_GB, "GB", "absolute")
+    vs_original("PC-DARTS K=4 step, ours / original", "pc_darts", "original:pc_darts", PC_DARTS_VS_ORIGINAL)
+    base = _ok(results, "fixed:relu")
+    for mode, name, limit in (("pc_darts", "PC-DARTS K=4 step / our DARTS step (fixed:relu)", PC_DARTS_VS_DARTS),
+                              ("factorized", "factorized step / fixed:relu step", FACTORIZED_VS_RELU)):
+        if (r := _ok(results, mode)) is not None:
+            check(name, _ratio(r["step_s"], base["step_s"] if base else None), limit, "x",
+                  "fixed:relu (this run)" if base else "fixed:relu not measured")
+    vs_original("DARTS_V2 retrain fwd+bwd, ours / original", "retrain", "original:retrain", RETRAIN_VS_ORIGINAL)
+    return out
+
+
+def report(results: dict[str, dict[str, Any]], full: bool = True) -> dict[str, list[dict[str, Any]]]:
+    """Print our modes, the side-by-side table and the targets; return the last two (for --json)."""
+    base = _ok(results, "fixed:relu")
     print(f"{'mode':<26}{'step s':>8}{'weight s':>10}{'arch s':>8}{'x relu':>8}{'peak GB':>9}{'dpeak GB':>10}"
-          f"{'mem x relu':>11}  target / reference")
+          f"{'mem x relu':>11}")
     for mode, r in results.items():
-        if mode == "retrain":
+        if mode == "retrain" or mode.startswith("original:"):
             continue
         if "error" in r:
             print(f"{mode:<26}FAILED: {r['error']}")
             continue
-        ratio = r["step_s"] / base["step_s"] if base else float("nan")
-        mem = r["peak_delta_gb"] / base["peak_delta_gb"] if base else float("nan")
-        notes = []
-        if mode.startswith("fixed:relu"):
-            notes.append(f"<=10 s {verdict(r['step_s'] <= 10)}, <=5 GB {verdict(r['peak_gb'] <= 5)}")
-        if mode == "factorized" and base:
-            notes.append(f"<=1.25x {verdict(ratio <= 1.25)}")
-        if mode == "pc_darts" and base:
-            notes.append(f"<=0.45x {verdict(ratio <= 0.45)}")
-        if mode in REFERENCE:
-            s, w, a, gb = REFERENCE[mode]
-            split = f" (w {w} / a {a})" if w else ""
-            notes.append(f"ref {s} s{split}, {gb} GB")
-        print(f"{mode:<26}{r['step_s']:>8.2f}{r['weight_s']:>10.2f}{r['arch_s']:>8.2f}{ratio:>8.2f}"
-              f"{r['peak_gb']:>9.2f}{r['peak_delta_gb']:>10.2f}{mem:>11.2f}  {'; '.join(notes)}")
-    if "step_s" in results.get("retrain", {}):
-        r = results["retrain"]
-        print(f"retrain DARTS_V2 fwd+bwd (C=36, 20 cells, aux, batch 32): {r['step_s']:.2f} s "
-              f"(ref {RETRAIN_REFERENCE_S} s), peak {r['peak_gb']:.2f} GB")
+        ratio = _ratio(r["step_s"], base["step_s"] if base else None)
+        mem = _ratio(r["peak_delta_gb"], base["peak_delta_gb"] if base else None)
+        print(f"{mode:<26}{r['step_s']:>8.2f}{r['weight_s']:>10.2f}{r['arch_s']:>8.2f}{_fmt(ratio):>8}"
+              f"{r['peak_gb']:>9.2f}{r['peak_delta_gb']:>10.2f}{_fmt(mem):>11}")
+    if (r := _ok(results, "retrain")) is not None:
+        s = SHAPES["full" if full else "tiny"]
+        print(f"retrain DARTS_V2 fwd+bwd (C={s.retrain_channels}, {s.retrain_layers} cells, aux, batch "
+              f"{s.retrain_batch}): {r['step_s']:.2f} s, peak {r['peak_gb']:.2f} GB")
+    for mode, r in results.items():
+        if mode.startswith("original:") and "error" in r:
+            print(f"{mode} ({r.get('reference', '')}): FAILED: {r['error']}")
+
+    rows = side_by_side(results, full)
+    if rows:
+        print("\nside by side: the original code (NCHW) against ours (channels-last), same shapes")
+        print(f"{'run':<46}{'orig s':>8}{'orig GB':>9}{'ours s':>8}{'ours GB':>9}{'time x':>8}{'mem x':>7}  original")
+        for row in rows:
+            print(f"{row['run']:<46}{_fmt(row['original_s']):>8}{_fmt(row['original_gb']):>9}"
+                  f"{row['ours_s']:>8.2f}{_fmt(row['ours_gb']):>9}{_fmt(row['time_x']):>8}{_fmt(row['memory_x']):>7}"
+                  f"  {row['original_from']}")
+    checked = targets(results, full)
+    if checked:
+        print("\ntargets")
+        for t in checked:
+            unit = " GB" if t["unit"] == "GB" else "x"
+            value, limit = _fmt(t["value"]) + (unit if t["value"] is not None else ""), f"<= {t['limit']:.2f}{unit}"
+            met = "n/a" if t["met"] is None else verdict(t["met"])
+            print(f"{t['target']:<52}{value:>9}  {limit:<11}{met:<8}against {t['against']}")
     loads = ", ".join(f"{m} {r['load_avg']:.1f}" for m, r in results.items() if "load_avg" in r)
-    print(f"1-min load average at the end of each mode (2 cores): {loads}")
+    print(f"\n1-min load average at the end of each mode ({os.cpu_count()} cores): {loads}")
+    return {"side_by_side": rows, "targets": checked}
 
 
-def profile(mode: str) -> None:
+def profile(mode: str, shapes: Shapes = SHAPES["full"]) -> None:
     """torch.profiler of one search step, then the bytes saved for backward, by the op saving them."""
     import torch
     from torch.profiler import ProfilerActivity
 
-    _, opt, data = build_search(mode)
+    _, opt, data = build_search(mode, shapes)
     search_step(opt, data)
     with torch.profiler.profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         search_step(opt, data)
@@ -231,32 +433,61 @@ def profile(mode: str) -> None:
     del loss
 
 
+def original_runs(parser: argparse.ArgumentParser, folders: list[Path], modes: list[str]) -> dict[str, Path]:
+    """``original:*`` run -> its folder: each folder's runs whose counterpart among ``modes`` was asked for."""
+    by_kind: dict[str, Path] = {}
+    for folder in folders:
+        try:
+            kind = detect_kind(folder)
+        except (OSError, SyntaxError) as exc:
+            parser.error(f"--reference {folder}: {exc}")
+        if kind in by_kind:
+            parser.error(f"--reference {folder}: a second {kind} folder (the first is {by_kind[kind]})")
+        by_kind[kind] = folder.resolve()
+    wanted = {COUNTERPART[m] for m in modes if m in COUNTERPART}
+    return {run: by_kind[kind] for run, kind in ORIGINAL_KIND.items() if kind in by_kind and run in wanted}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3, help="timed steps per mode, after 1 warm-up step")
     parser.add_argument("--modes", nargs="+", choices=ALL_MODES, default=list(DEFAULT_MODES),
                         help="non_factorized needs the memory-saving option to fit in 24 GB")
+    parser.add_argument("--reference", action="append", type=Path, default=[], metavar="DIR",
+                        help="a folder of the original DARTS or PC-DARTS code (repeatable): time it at the same "
+                             "shapes and print it side by side with ours")
     parser.add_argument("--json", type=Path, help="write all results here")
-    parser.add_argument("--single-mode", choices=ALL_MODES, help=argparse.SUPPRESS)
+    parser.add_argument("--single-mode", choices=(*ALL_MODES, *ORIGINAL_KIND), help=argparse.SUPPRESS)
+    parser.add_argument("--shapes", choices=SHAPES, default="full", help=argparse.SUPPRESS)  # "tiny": smoke test
     parser.add_argument("--profile", nargs="?", const="fixed:relu", choices=SEARCH_MODES, metavar="MODE",
                         help="profile one search step of MODE (default fixed:relu) instead")
     args = parser.parse_args()
+    shapes = SHAPES[args.shapes]
     if args.single_mode:
-        print(json.dumps(measure(args.single_mode, args.steps)))
+        reference = args.reference[0] if args.reference else None
+        print(json.dumps(measure(args.single_mode, args.steps, shapes, reference)))
         return
     if args.profile:
-        profile(args.profile)
+        profile(args.profile, shapes)
         return
     modes = sorted(args.modes, key=lambda m: m != "fixed:relu")  # the baseline first
+    originals = original_runs(parser, args.reference, modes)
+    if args.shapes != "full":
+        print(f"--shapes {args.shapes}: {shapes} (a smoke test; the figures mean nothing)", file=sys.stderr)
+    load_start = os.getloadavg()[0]
     results = {}
-    for mode in modes:
-        results[mode] = run_child(mode, args.steps)
+    for mode in [*modes, *originals]:
+        results[mode] = run_child(mode, args.steps, args.shapes, originals.get(mode))
         r = results[mode]
         if "error" not in r:
             print(f"[{mode}] {r['step_s']:.2f} s/step, peak {r['peak_gb']:.2f} GB", file=sys.stderr)
-    report(results)
+    print(f"1-min load average before the first mode: {load_start:.1f}")
+    tables = report(results, full=args.shapes == "full")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        summary = {"shapes": {"name": args.shapes, **asdict(shapes)}, "steps": args.steps,
+                   "references": {run: str(folder) for run, folder in originals.items()},
+                   "load_avg_start": load_start, "modes": results, **tables}
+        args.json.write_text(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
