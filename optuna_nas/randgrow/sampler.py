@@ -9,8 +9,9 @@ onto the trial before the objective runs:
 * one system attr (for samplers and objectives), ``randgrow:proposal``: the child's architecture (a JSON
   string), its parent's trial number (``None`` for the initial model), how many stored increments the
   child adds, and its generation;
-* user attrs (for people, ``optuna trials`` and the dashboard): ``architecture`` (the same JSON string), ``parent`` and
-  ``generation`` (growth steps from the initial model).
+* user attrs (for people, ``optuna trials`` and the dashboard): ``parent`` and ``generation`` (growth steps
+  from the initial model). The architecture itself is not repeated there: it grows by ``3N + 2`` increments
+  a generation, and every ask reads every stored trial (:func:`get_proposal` returns it).
 
 Nothing is kept only in memory, so any number of workers on shared storage cooperate as the paper's
 parallel workers do: each computes the hull from what is stored when it asks.
@@ -38,6 +39,7 @@ Choices the paper leaves open (documented here, tested in ``tests/randgrow/test_
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 import warnings
@@ -250,7 +252,7 @@ class RandGrowSampler(BaseSampler):
         return [
             t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if ATTR_PROPOSAL in t.system_attrs and t.values is not None and len(t.values) == 2
-            and all(np.isfinite(t.values))
+            and all(math.isfinite(v) for v in t.values)
         ]
 
     @staticmethod
@@ -261,7 +263,6 @@ class RandGrowSampler(BaseSampler):
         for key, value in proposal_attrs(proposal).items():
             storage.set_trial_system_attr(trial_id, key, value)
             trial.system_attrs[key] = value  # this is the Trial's cached copy: keep it in step
-        for key, value in {"architecture": proposal.architecture_json, "parent": proposal.parent,
-                           "generation": proposal.generation}.items():
+        for key, value in {"parent": proposal.parent, "generation": proposal.generation}.items():
             storage.set_trial_user_attr(trial_id, key, value)
             trial.user_attrs[key] = value

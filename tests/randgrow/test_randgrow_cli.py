@@ -82,11 +82,12 @@ def test_retrain_a_trial_of_the_study_and_its_exported_json(tmp_path, capsys) ->
     assert [line["seed"] for line in lines[:2]] == [0, 1] and lines[2]["runs"] == 2
     retrained = optuna.load_study(study_name="grow-retrain", storage=storage).trials
     grown = optuna.load_study(study_name="grow", storage=storage).trials[1]
-    assert retrained[0].user_attrs["architecture"] == grown.user_attrs["architecture"]
+    grown_json = get_proposal(grown).architecture_json
+    assert retrained[0].user_attrs["architecture"] == grown_json
     assert retrained[0].user_attrs["params"] == grown.user_attrs["params"]
 
     path = tmp_path / "arch.json"
-    path.write_text(grown.user_attrs["architecture"])
+    path.write_text(grown_json)
     assert main(["retrain", str(path), "--study-name", "from-file", *common]) == 0
     assert main(["retrain", "--study-name", "grow", "--trial", "9", *common]) == 2
     assert "no trial 9" in capsys.readouterr().err

@@ -57,12 +57,12 @@ def test_first_trial_is_the_initial_model_and_the_proposal_is_recorded() -> None
     assert proposal is not None
     assert proposal.architecture == SMALL and proposal.parent is None
     assert proposal.new_increments == 0 and proposal.generation == 0
-    assert Architecture.from_json(trial.user_attrs["architecture"]) == SMALL
-    assert trial.user_attrs["parent"] is None
+    assert trial.user_attrs["parent"] is None and trial.user_attrs["generation"] == 0
+    assert "architecture" not in trial.user_attrs  # stored once, in the proposal (asks read every trial)
     study.tell(trial, [10.0, 100.0])
     frozen = study.trials[0]
-    assert Architecture.from_json(frozen.user_attrs["architecture"]) == SMALL
     assert get_proposal(frozen) == proposal
+    assert Architecture.from_json(get_proposal(frozen).architecture_json) == SMALL
 
 
 @pytest.mark.parametrize(("mode", "expected"), [("macro", 5), ("cell", 2)])
