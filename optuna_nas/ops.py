@@ -35,6 +35,7 @@ from timm.layers import get_act_layer
 from torch import nn
 
 from .errors import NasError
+from .strided import DilatedConv2d, subsample
 
 BodyFactory = Callable[[int, int, bool], nn.Module]
 ActivationFactory = Callable[[], nn.Module]
@@ -153,7 +154,8 @@ class FactorizedReduce(nn.Module):
 
     Each 1x1 stride-2 convolution is computed as a subsample then a 1x1 stride-1 convolution: the same
     function and parameters, and it avoids a torch 2.x CPU crash (heap corruption in the backward pass of a
-    strided 1x1 convolution on channels-last input with one intra-op thread; tested in test_ops).
+    strided 1x1 convolution on channels-last input with one intra-op thread; tested in test_ops). The
+    subsample keeps the input's memory layout in backward (see ``strided.py``).
     """
 
     def __init__(self, c_in: int, c_out: int, affine: bool) -> None:
@@ -167,16 +169,17 @@ class FactorizedReduce(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(x)
-        shifted = x[:, :, 1:, 1:]
-        if x.shape[-1] % 2:  # odd sizes: pad the shifted view so both halves have the same shape
-            shifted = nn.functional.pad(shifted, (0, 1, 0, 1))
-        return self.bn(torch.cat([self.conv_1(x[:, :, ::2, ::2]), self.conv_2(shifted[:, :, ::2, ::2])], dim=1))
+        if x.shape[-1] % 2 or x.shape[-2] % 2:  # odd sizes: pad so the shifted half has the same shape
+            shifted = subsample(nn.functional.pad(x[:, :, 1:, 1:], (0, 1, 0, 1)))
+        else:
+            shifted = subsample(x, 2, 1, 1)  # x[:, :, 1:, 1:][:, :, ::2, ::2]
+        return self.bn(torch.cat([self.conv_1(subsample(x)), self.conv_2(shifted)], dim=1))
 
 
 def dil_conv_body(c: int, kernel: int, stride: int, padding: int, dilation: int, affine: bool) -> nn.Sequential:
     """Dilated depthwise conv, pointwise conv, BatchNorm (DARTS DilConv without its leading ReLU)."""
     return nn.Sequential(
-        nn.Conv2d(c, c, kernel, stride, padding, dilation=dilation, groups=c, bias=False),
+        DilatedConv2d(c, c, kernel, stride, padding, dilation=dilation, groups=c, bias=False),
         nn.Conv2d(c, c, 1, bias=False),
         nn.BatchNorm2d(c, affine=affine),
     )

@@ -217,7 +217,8 @@ class MixedEdge(nn.Module):
     def forward(self, x: torch.Tensor, op_weights: torch.Tensor, beta_weights: torch.Tensor | None) -> torch.Tensor:
         """``op_weights``: one weight per candidate this edge computes (softmax(α) without operator groups)."""
         if self.k > 1:
-            x, bypass = x[:, : self.op_channels], x[:, self.op_channels :]
+            # split, not two slices: its backward is one cat in x's memory layout (a slice's is NCHW)
+            x, bypass = torch.split(x, [self.op_channels, x.shape[1] - self.op_channels], dim=1)
         activated = self.activation(x, beta_weights) if self.activation is not None else []
         out: torch.Tensor | None = None
         for i, (w, cand, op) in enumerate(zip(op_weights, self.candidates, self.ops, strict=True)):

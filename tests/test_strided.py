@@ -1,0 +1,62 @@
+"""strided.py: the layout-keeping subsample and the dilated convolution are the functions they replace."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from optuna_nas.strided import DilatedConv2d, subsample
+
+LAYOUTS = [torch.contiguous_format, torch.channels_last]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize(("stride", "row", "col", "size"), [(2, 0, 0, 8), (2, 1, 1, 8), (2, 1, 0, 7), (3, 2, 1, 9)])
+def test_subsample_is_the_strided_slice_with_a_gradient_in_the_input_layout(
+        layout: torch.memory_format, stride: int, row: int, col: int, size: int) -> None:
+    x = torch.randn(2, 3, size, size + 1, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_()
+    expected = x[:, :, row::stride, col::stride]
+    out = subsample(x, stride, row, col)
+    assert torch.equal(out, expected)
+    grad = torch.randn_like(out)
+    (ours,) = torch.autograd.grad(out, x, grad)
+    (sliced,) = torch.autograd.grad(expected, x, grad)
+    assert torch.equal(ours, sliced)
+    assert ours.is_contiguous(memory_format=layout)
+    assert out.is_contiguous(memory_format=layout)
+
+
+# (kernel, stride, dilation, padding): DARTS's dil_conv at stride 2 (the rewritten case) and every fallback
+CASES = [(3, 2, 2, 2), (5, 2, 2, 4), (3, 1, 2, 2), (5, 1, 2, 4), (3, 2, 1, 1), (3, 2, 2, 1), (3, 2, 2, 0), (1, 2, 2, 0)]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize(("kernel", "stride", "dilation", "padding"), CASES)
+@pytest.mark.parametrize("size", [8, 9, 16])
+@pytest.mark.parametrize("groups", [1, 4])
+def test_dilated_convolution_equals_nn_conv2d(layout: torch.memory_format, kernel: int, stride: int,
+                                               dilation: int, padding: int, size: int, groups: int) -> None:
+    torch.manual_seed(0)
+    plain = nn.Conv2d(4, 4, kernel, stride, padding, dilation=dilation, groups=groups, bias=True).double()
+    ours = DilatedConv2d(4, 4, kernel, stride, padding, dilation=dilation, groups=groups, bias=True).double()
+    ours.load_state_dict(plain.state_dict())  # the same parameters, by the same names
+    x = torch.randn(2, 4, size, size + 2, dtype=torch.float64).contiguous(memory_format=layout)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y1, y2 = plain(x1), ours(x2)
+    assert y1.shape == y2.shape
+    torch.testing.assert_close(y2, y1, rtol=1e-12, atol=1e-12)
+    grad = torch.randn_like(y1)
+    g1 = torch.autograd.grad(y1, [x1, *plain.parameters()], grad)
+    g2 = torch.autograd.grad(y2, [x2, *ours.parameters()], grad)
+    for a, b in zip(g2, g1, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_dilated_convolution_keeps_the_channels_last_layout() -> None:
+    conv = DilatedConv2d(4, 4, 3, 2, 2, dilation=2, groups=4, bias=False).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 4, 16, 16).contiguous(memory_format=torch.channels_last).requires_grad_()
+    y = conv(x)
+    (grad,) = torch.autograd.grad(y, x, torch.ones_like(y))
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert grad.is_contiguous(memory_format=torch.channels_last)
