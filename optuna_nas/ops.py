@@ -34,6 +34,7 @@ import torch
 from timm.layers import get_act_layer
 from torch import nn
 
+from .batchnorm import BatchNorm2d
 from .errors import NasError
 from .strided import DilatedConv2d, subsample
 
@@ -145,7 +146,7 @@ class ReLUConvBN(nn.Sequential):
         super().__init__(
             nn.ReLU(inplace=False),
             nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
-            nn.BatchNorm2d(c_out, affine=affine),
+            BatchNorm2d(c_out, affine=affine),
         )
 
 
@@ -165,7 +166,7 @@ class FactorizedReduce(nn.Module):
         self.relu = nn.ReLU(inplace=False)
         self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, stride=1, padding=0, bias=False)
         self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, stride=1, padding=0, bias=False)
-        self.bn = nn.BatchNorm2d(c_out, affine=affine)
+        self.bn = BatchNorm2d(c_out, affine=affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(x)
@@ -181,7 +182,7 @@ def dil_conv_body(c: int, kernel: int, stride: int, padding: int, dilation: int,
     return nn.Sequential(
         DilatedConv2d(c, c, kernel, stride, padding, dilation=dilation, groups=c, bias=False),
         nn.Conv2d(c, c, 1, bias=False),
-        nn.BatchNorm2d(c, affine=affine),
+        BatchNorm2d(c, affine=affine),
     )
 
 
@@ -193,11 +194,11 @@ def sep_conv_body(c: int, kernel: int, stride: int, padding: int, affine: bool) 
     return nn.Sequential(
         nn.Conv2d(c, c, kernel, stride, padding, groups=c, bias=False),
         nn.Conv2d(c, c, 1, bias=False),
-        nn.BatchNorm2d(c, affine=affine),
+        BatchNorm2d(c, affine=affine),
         nn.ReLU(inplace=False),
         nn.Conv2d(c, c, kernel, 1, padding, groups=c, bias=False),
         nn.Conv2d(c, c, 1, bias=False),
-        nn.BatchNorm2d(c, affine=affine),
+        BatchNorm2d(c, affine=affine),
     )
 
 
@@ -205,7 +206,7 @@ def conv_body(c: int, kernel: int, stride: int, padding: int, affine: bool) -> n
     """A plain (dense) convolution then BatchNorm, without a leading activation (``conv_KxK``)."""
     return nn.Sequential(
         nn.Conv2d(c, c, kernel, stride, padding, bias=False),
-        nn.BatchNorm2d(c, affine=affine),
+        BatchNorm2d(c, affine=affine),
     )
 
 

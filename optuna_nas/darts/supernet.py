@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..batchnorm import BatchNorm2d, batch_norm
 from ..errors import NasError
 from ..ops import FactorizedReduce, ReLUConvBN, create_activation, operation_spec
 from .candidates import Candidate, alpha_candidates, candidate_names, edge_candidates
@@ -183,9 +184,8 @@ def _weighted(op: nn.Module, folded: tuple[nn.Module, nn.BatchNorm2d] | None, x:
     h = body(x)
     use_batch_stats = norm.training or norm.running_mean is None
     # .contiguous(): an expanded (stride-0) weight gives wrong gradients in channels-last CPU batch norm
-    return F.batch_norm(h, norm.running_mean, norm.running_var, w.expand(h.shape[1]).contiguous(), None,
-                        use_batch_stats,
-                        norm.momentum if norm.momentum is not None else 0.1, norm.eps)
+    return batch_norm(h, norm.running_mean, norm.running_var, w.expand(h.shape[1]).contiguous(), None,
+                      use_batch_stats, norm.momentum if norm.momentum is not None else 0.1, norm.eps)
 
 
 class MixedEdge(nn.Module):
@@ -206,7 +206,7 @@ class MixedEdge(nn.Module):
                 continue
             body = operation_spec(cand.op).factory(self.op_channels, stride, False)
             if "pool" in cand.op:  # DARTS normalises pooling outputs during search
-                body = nn.Sequential(body, nn.BatchNorm2d(self.op_channels, affine=False))
+                body = nn.Sequential(body, BatchNorm2d(self.op_channels, affine=False))
             ops.append(body)
         self.ops = nn.ModuleList(ops)
         # (body without its final BatchNorm, that BatchNorm) where the body ends in a non-affine BatchNorm
