@@ -34,9 +34,8 @@ import torch
 from timm.layers import get_act_layer
 from torch import nn
 
-from .batchnorm import BatchNorm2d
 from .errors import NasError
-from .strided import DilatedConv2d, subsample
+from .layers import BatchNorm2d, DilatedConv2d, SeparableSequential, subsample
 
 BodyFactory = Callable[[int, int, bool], nn.Module]
 ActivationFactory = Callable[[], nn.Module]
@@ -179,7 +178,7 @@ class FactorizedReduce(nn.Module):
 
 def dil_conv_body(c: int, kernel: int, stride: int, padding: int, dilation: int, affine: bool) -> nn.Sequential:
     """Dilated depthwise conv, pointwise conv, BatchNorm (DARTS DilConv without its leading ReLU)."""
-    return nn.Sequential(
+    return SeparableSequential(
         DilatedConv2d(c, c, kernel, stride, padding, dilation=dilation, groups=c, bias=False),
         nn.Conv2d(c, c, 1, bias=False),
         BatchNorm2d(c, affine=affine),
@@ -191,7 +190,7 @@ def sep_conv_body(c: int, kernel: int, stride: int, padding: int, affine: bool) 
 
     The activation between the two stacked convolutions is ReLU (see the module docstring).
     """
-    return nn.Sequential(
+    return SeparableSequential(
         nn.Conv2d(c, c, kernel, stride, padding, groups=c, bias=False),
         nn.Conv2d(c, c, 1, bias=False),
         BatchNorm2d(c, affine=affine),

@@ -38,8 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..batchnorm import BatchNorm2d, batch_norm
 from ..errors import NasError
+from ..layers import BatchNorm2d, batch_norm
 from ..ops import FactorizedReduce, ReLUConvBN, create_activation, operation_spec
 from .candidates import Candidate, alpha_candidates, candidate_names, edge_candidates
 from .genotypes import CELL_TYPES

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _layout(x: torch.Tensor) -> torch.memory_format:
+def layout_of(x: torch.Tensor) -> torch.memory_format:
+    """channels-last for a 4-d tensor stored that way (and not also contiguous), else the default layout."""
     return torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
         and not x.is_contiguous() else torch.contiguous_format
 
@@ -28,7 +29,7 @@ def _layout(x: torch.Tensor) -> torch.memory_format:
 class _Subsample(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, stride: int, row: int, col: int) -> torch.Tensor:
-        layout = _layout(x)
+        layout = layout_of(x)
         ctx.shape, ctx.layout, ctx.index = x.shape, layout, (stride, row, col)
         return x[:, :, row::stride, col::stride].contiguous(memory_format=layout)
 

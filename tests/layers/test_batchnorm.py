@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from optuna_nas.batchnorm import FEW_CHANNELS, BatchNorm2d, _eligible, batch_norm
+from optuna_nas.layers.batchnorm import FEW_CHANNELS, BatchNorm2d, _eligible, batch_norm
 
 SHAPES = [(4, 4, 8, 8), (3, 8, 5, 7), (2, 2, 16, 16), (5, 12, 3, 3)]
 

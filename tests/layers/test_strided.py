@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from optuna_nas.strided import DilatedConv2d, subsample
+from optuna_nas.layers.strided import DilatedConv2d, subsample
 
 LAYOUTS = [torch.contiguous_format, torch.channels_last]
 

@@ -1,0 +1,121 @@
+"""Depthwise-then-pointwise convolution pairs (DARTS's SepConv and DilConv) as one autograd node on CPU.
+
+Why it exists (torch 2.15 CPU, channels-last, measured in ``benchmarks/bench_darts_search.py``):
+
+* Memory. Autograd keeps each depthwise output alive for the pointwise weight gradient: one feature map per
+  pair, six per DARTS edge, about 1.5 GB of the 5.3 GB a DARTS search step at batch 64 keeps for backward.
+  Here only the pair's input is kept (the edge's σ(x), which the other operators keep anyway) and the
+  depthwise output is recomputed in backward: one depthwise forward, the cheapest convolution there is.
+* Time. oneDNN's input gradient of a dilated (or 5x5) depthwise convolution is 5-10x slower than the same
+  numbers computed as a forward convolution of the gradient with the flipped kernel, which is what the
+  input gradient of a stride-1 convolution is. A stride-2, dilation-2 one is computed on the subsampled
+  input, as :class:`~optuna_nas.layers.strided.DilatedConv2d` explains.
+
+Same function and gradients; only the order of floating-point additions differs. Elsewhere (no gradient,
+autocast, other devices, layers that do not fit the pattern) the layers run one by one as usual.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .strided import layout_of
+
+_conv_backward = torch.ops.aten.convolution_backward
+
+
+def _is_depthwise(m: nn.Module) -> bool:
+    return (isinstance(m, nn.Conv2d) and m.groups == m.in_channels == m.out_channels and m.bias is None
+            and m.padding_mode == "zeros" and not isinstance(m.padding, str)
+            and len(set(m.stride)) == len(set(m.dilation)) == len(set(m.padding)) == 1)
+
+
+def _is_pointwise(m: nn.Module) -> bool:
+    return (isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.stride == (1, 1) and m.padding == (0, 0)
+            and m.groups == 1 and m.bias is None)
+
+
+class _Depthwise:
+    """One depthwise convolution in its cheapest exact form: stride-2 dilation-2 ones on the subsampled input."""
+
+    def __init__(self, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int, dilation: int) -> None:
+        k = weight.shape[-1]
+        self.subsampled = (stride == dilation == 2 and padding % 2 == 0 and padding // 2 * 2 == k - 1
+                           and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0)
+        if self.subsampled:  # output (h, w) reads input (2h + 2i - p, ...): a stride-1 undilated conv of x[::2, ::2]
+            x = x[:, :, ::2, ::2].contiguous(memory_format=layout_of(x))
+            stride, padding, dilation = 1, padding // 2, 1
+        self.x, self.weight, self.stride, self.padding, self.dilation = x, weight, stride, padding, dilation
+
+    def forward(self) -> torch.Tensor:
+        return F.conv2d(self.x, self.weight, None, self.stride, self.padding, self.dilation, self.weight.shape[0])
+
+    def input_grad(self, grad: torch.Tensor, full_shape: torch.Size) -> torch.Tensor:
+        k = self.weight.shape[-1]
+        transposed_padding = self.dilation * (k - 1) - self.padding
+        if self.stride == 1 and transposed_padding >= 0:
+            # the input gradient of a stride-1 convolution is the convolution of the gradient with the flipped kernel
+            g = F.conv2d(grad, self.weight.flip(2, 3), None, 1, transposed_padding, self.dilation, self.weight.shape[0])
+        else:
+            g = self._backward(grad, (True, False))[0]
+        if not self.subsampled:
+            return g
+        full = torch.empty(full_shape, dtype=g.dtype, device=g.device, memory_format=layout_of(g)).zero_()
+        full[:, :, ::2, ::2] = g
+        return full
+
+    def weight_grad(self, grad: torch.Tensor) -> torch.Tensor:
+        return self._backward(grad, (False, True))[1]
+
+    def _backward(self, grad: torch.Tensor, mask: tuple[bool, bool]) -> tuple[Any, ...]:
+        return _conv_backward(grad, self.x, self.weight, None, [self.stride] * 2, [self.padding] * 2,
+                              [self.dilation] * 2, False, [0, 0], self.weight.shape[0], [*mask, False])
+
+
+class _DepthwisePointwise(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, depthwise: torch.Tensor, pointwise: torch.Tensor, stride: int,
+                padding: int, dilation: int) -> torch.Tensor:
+        ctx.save_for_backward(x, depthwise, pointwise)
+        ctx.conv = (stride, padding, dilation)
+        return F.conv2d(_Depthwise(x, depthwise, stride, padding, dilation).forward(), pointwise)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, depthwise, pointwise = ctx.saved_tensors
+        need_x, need_depthwise, need_pointwise = ctx.needs_input_grad[:3]
+        dw = _Depthwise(x, depthwise, *ctx.conv)
+        hidden = dw.forward()  # recomputed: cheaper than keeping it
+        grad_hidden, grad_pointwise, _ = _conv_backward(grad, hidden, pointwise, None, [1, 1], [0, 0], [1, 1], False,
+                                                        [0, 0], 1, [need_x or need_depthwise, need_pointwise, False])
+        grad_x = dw.input_grad(grad_hidden, x.shape) if need_x else None
+        grad_depthwise = dw.weight_grad(grad_hidden) if need_depthwise else None
+        return grad_x, grad_depthwise, grad_pointwise, None, None, None
+
+
+def depthwise_pointwise(x: torch.Tensor, depthwise: nn.Conv2d, pointwise: nn.Conv2d) -> torch.Tensor:
+    """``pointwise(depthwise(x))`` as one autograd node (see the module docstring)."""
+    return _DepthwisePointwise.apply(x, depthwise.weight, pointwise.weight, depthwise.stride[0],
+                                     depthwise.padding[0], depthwise.dilation[0])
+
+
+class SeparableSequential(nn.Sequential):
+    """``nn.Sequential`` (same modules, same names, same function) that runs each depthwise convolution
+    followed by a pointwise one as :func:`depthwise_pointwise` when a gradient is being recorded on CPU."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fuse = torch.is_grad_enabled() and x.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
+        layers = list(self)
+        i = 0
+        while i < len(layers):
+            if fuse and i + 1 < len(layers) and _is_depthwise(layers[i]) and _is_pointwise(layers[i + 1]):
+                x = depthwise_pointwise(x, layers[i], layers[i + 1])
+                i += 2
+            else:
+                x = layers[i](x)
+                i += 1
+        return x
