@@ -35,7 +35,7 @@ from timm.layers import get_act_layer
 from torch import nn
 
 from .errors import NasError
-from .layers import BatchNorm2d, DilatedConv2d, SeparableSequential, subsample
+from .layers import BatchNorm2d, DilatedConv2d, MaxPool2d, SeparableSequential, subsample
 
 BodyFactory = Callable[[int, int, bool], nn.Module]
 ActivationFactory = Callable[[], nn.Module]
@@ -235,7 +235,7 @@ def _skip(c: int, stride: int, affine: bool) -> nn.Module:
 
 
 def _max_pool(c: int, stride: int, affine: bool) -> nn.Module:
-    return nn.MaxPool2d(3, stride=stride, padding=1)
+    return MaxPool2d(3, stride=stride, padding=1)
 
 
 def _avg_pool(c: int, stride: int, affine: bool) -> nn.Module:
