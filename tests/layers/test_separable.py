@@ -51,6 +51,35 @@ def test_fused_pairs_give_the_plain_layers_outputs_and_gradients(layout: torch.m
         assert a.is_contiguous(memory_format=layout) or a.dim() < 4 or a.shape[1] == 1
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("affine", [False, True])
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("channels", [4, 32])  # the few-channel batch norm and ATen's
+def test_norm_and_relu_before_a_pair_keep_outputs_gradients_and_running_stats(
+        layout: torch.memory_format, affine: bool, momentum: float | None, channels: int) -> None:
+    torch.manual_seed(0)
+    ours = sep_conv_body(channels, 3, 2, 1, affine).double().to(memory_format=layout)
+    for m in ours.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = momentum
+            if affine:  # not the initial 1 and 0, so that a wrong weight or bias gradient shows
+                nn.init.normal_(m.weight)
+                nn.init.normal_(m.bias)
+    plain = nn.Sequential(*copy.deepcopy(ours))
+    for _ in range(2):  # the second step uses the running statistics the first one left
+        x = torch.randn(3, channels, 8, 8, dtype=torch.float64).contiguous(memory_format=layout)
+        x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+        y1, y2 = ours(x1), plain(x2)
+        torch.testing.assert_close(y1, y2, rtol=1e-12, atol=1e-12)
+        grad = torch.randn_like(y1)
+        got = torch.autograd.grad(y1, [x1, *ours.parameters()], grad)
+        want = torch.autograd.grad(y2, [x2, *plain.parameters()], grad)
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
+    for a, b in zip(ours.buffers(), plain.buffers(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)  # running mean, variance, batch count
+
+
 def _saved_bytes(module: nn.Module, x: torch.Tensor) -> int:
     seen: dict[int, int] = {}
 
@@ -70,6 +99,16 @@ def test_the_depthwise_output_is_recomputed_not_kept() -> None:
     feature_map = x.numel() * x.element_size()
     # plain: x, the depthwise output and the BatchNorm input; fused: x and the BatchNorm input
     assert _saved_bytes(plain, x) - _saved_bytes(ours, x) >= feature_map
+
+
+def test_the_activated_map_between_the_pairs_is_recomputed_not_kept() -> None:
+    ours, plain = _pair("sep3", 1, torch.channels_last)
+    x = torch.randn(4, 4, 16, 16, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    feature_map = x.numel() * x.element_size()
+    # plain keeps for each pair its input and depthwise output, and the ReLU output; fused: x and the
+    # two BatchNorm inputs
+    assert _saved_bytes(plain, x) - _saved_bytes(ours, x) >= 3 * feature_map
 
 
 def test_without_a_gradient_the_layers_run_one_by_one() -> None:
