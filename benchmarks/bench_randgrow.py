@@ -14,13 +14,15 @@ What:
   ``../shared/data/cifar10-mini.npz`` when present, otherwise digits) for ``--growth-trials`` models, then
   prints the hull against the initial model (trial 0).
 
-Usage: python benchmarks/bench_randgrow.py [latency|growth|all] [--trials 1000] [--asks 30] [--json out.json]
+Usage: python benchmarks/bench_randgrow.py [latency|growth|all] [--trials 1000] [--asks 30] [--tree recent|uniform]
+       [--storage postgresql://...] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -40,15 +42,22 @@ from optuna_nas.randgrow.sampler import Proposal, proposal_attrs
 CIFAR_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-mini.npz"
 
 
-def _populate(storage: str, n: int) -> None:
-    """``n`` completed trials: a growth tree of macro architectures with plausible (error, params)."""
+def _populate(storage: str, n: int, tree: str = "recent", study_name: str = "bench") -> None:
+    """``n`` completed trials: a growth tree of macro architectures with plausible (error, params).
+
+    ``tree``: "recent" grows each model from one of the 20 latest (a deep tree: architectures of about
+    n/10 generations, 100-200 KB of JSON each at n=1,000); "uniform" from any earlier model (a random
+    recursive tree, depth about ln n), closer to a real search, whose parents are the few hull models,
+    and the only one that fits on disk at n=10,000.
+    """
     rng = np.random.RandomState(0)
     base = initial_architecture()
     archs = [base]
-    study = optuna.create_study(storage=storage, study_name="bench", directions=["minimize", "minimize"])
+    study = optuna.create_study(storage=storage, study_name=study_name, directions=["minimize", "minimize"])
     trials = []
     for number in range(n):
-        parent = int(rng.randint(max(1, len(archs) - 20), len(archs))) if number else None
+        low = max(1, len(archs) - 20) if tree == "recent" else 1
+        parent = int(rng.randint(low, len(archs))) if number else None
         arch = base if parent is None else grow(archs[parent], sample_increments(archs[parent], "macro", rng))
         archs.append(arch)
         size = len(arch.increments)
@@ -60,8 +69,9 @@ def _populate(storage: str, n: int) -> None:
     study.add_trials(trials)
 
 
-def _time_asks(storage: str, sampler: optuna.samplers.BaseSampler, asks: int) -> list[float]:
-    study = optuna.load_study(study_name="bench", storage=storage, sampler=sampler)
+def _time_asks(storage: str, sampler: optuna.samplers.BaseSampler, asks: int,
+               study_name: str = "bench") -> list[float]:
+    study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler)
     times = []
     for _ in range(asks):
         start = time.perf_counter()
@@ -72,30 +82,43 @@ def _time_asks(storage: str, sampler: optuna.samplers.BaseSampler, asks: int) ->
     return times
 
 
-def latency(n_trials: int, asks: int) -> dict[str, Any]:
+def latency(n_trials: int, asks: int, tree: str = "recent", storage: str | None = None) -> dict[str, Any]:
+    """``storage``: an RDB URL (PostgreSQL, say) to populate one study per sampler in; default: a
+    temporary SQLite file populated once and copied per sampler."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    out: dict[str, Any] = {"completed_trials": n_trials, "asks": asks}
+    out: dict[str, Any] = {"completed_trials": n_trials, "asks": asks, "tree": tree,
+                           "storage": "sqlite" if storage is None else storage.split(":")[0].split("+")[0]}
+    samplers = {
+        "TPESampler": lambda: optuna.samplers.TPESampler(seed=0),
+        "RandomSampler": lambda: optuna.samplers.RandomSampler(seed=0),
+        "RandGrowSampler": lambda: RandGrowSampler(initial_architecture(), seed=0, verbose=False),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         template = Path(tmp) / "template.db"
         start = time.perf_counter()
-        _populate(f"sqlite:///{template}", n_trials)
-        print(f"populated {n_trials} trials in {time.perf_counter() - start:.1f} s", file=sys.stderr)
-        samplers = {
-            "TPESampler": lambda: optuna.samplers.TPESampler(seed=0),
-            "RandomSampler": lambda: optuna.samplers.RandomSampler(seed=0),
-            "RandGrowSampler": lambda: RandGrowSampler(initial_architecture(), seed=0, verbose=False),
-        }
+        print(f"populating {n_trials} trials ({tree} tree)...", file=sys.stderr)
+        if storage is None:
+            _populate(f"sqlite:///{template}", n_trials, tree)
         for name, make in samplers.items():
-            db = Path(tmp) / f"{name}.db"
-            shutil.copy(template, db)
-            times = _time_asks(f"sqlite:///{db}", make(), asks)
+            if storage is None:
+                db = Path(tmp) / f"{name}.db"
+                shutil.copy(template, db)
+                url, study_name = f"sqlite:///{db}", "bench"
+            else:
+                url, study_name = storage, f"bench-{name}-{n_trials}-{tree}-{os.getpid()}"
+                _populate(url, n_trials, tree, study_name)
+            times = _time_asks(url, make(), asks, study_name)
             out[name] = {"median_ms": statistics.median(times), "max_ms": max(times)}
             if name == "RandGrowSampler":  # the proposals are real children of stored trials
-                study = optuna.load_study(study_name="bench", storage=f"sqlite:///{db}")
+                study = optuna.load_study(study_name=study_name, storage=url)
                 proposal = get_proposal(study.trials[-1])
                 assert proposal is not None and proposal.parent is not None
+            if storage is not None:
+                optuna.delete_study(study_name=study_name, storage=url)
+        print(f"populated and timed in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     base = out["TPESampler"]["median_ms"]
-    print(f"\nask + one suggest_float, {n_trials} completed trials in SQLite, median of {asks} asks:")
+    print(f"\nask + one suggest_float, {n_trials} completed trials ({tree} tree) in {out['storage']}, "
+          f"median of {asks} asks:")
     print(f"{'sampler':<16} {'median ms':>10} {'max ms':>9} {'x TPE':>7}")
     for name in ("TPESampler", "RandomSampler", "RandGrowSampler"):
         row = out[name]
@@ -135,6 +158,9 @@ def main() -> None:
     parser.add_argument("what", nargs="?", choices=["latency", "growth", "all"], default="all")
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--asks", type=int, default=30)
+    parser.add_argument("--tree", choices=["recent", "uniform"], default="recent",
+                        help="shape of the stored growth tree (see _populate)")
+    parser.add_argument("--storage", default=None, help="an RDB URL for the latency studies (default: SQLite)")
     parser.add_argument("--dataset", default=f"npz:{CIFAR_MINI}" if CIFAR_MINI.exists() else "digits")
     parser.add_argument("--growth-trials", type=int, default=8)
     parser.add_argument("--workers", type=int, default=1)
@@ -142,7 +168,7 @@ def main() -> None:
     args = parser.parse_args()
     results: dict[str, Any] = {}
     if args.what in ("latency", "all"):
-        results["latency"] = latency(args.trials, args.asks)
+        results["latency"] = latency(args.trials, args.asks, args.tree, args.storage)
     if args.what in ("growth", "all"):
         results["growth"] = growth(args.dataset, args.growth_trials, args.workers)
     if args.json:

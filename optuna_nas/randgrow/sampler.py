@@ -10,8 +10,10 @@ onto the trial before the objective runs:
   string), its parent's trial number (``None`` for the initial model), how many stored increments the
   child adds, and its generation;
 * user attrs (for people, ``optuna trials`` and the dashboard): ``parent`` and ``generation`` (growth steps
-  from the initial model). The architecture itself is not repeated there: it grows by ``3N + 2`` increments
-  a generation, and every ask reads every stored trial (:func:`get_proposal` returns it).
+  from the initial model), written when the trial is told (``after_trial``), not at ask: every write is a
+  storage round trip, and the ask is what concurrent workers wait on. While a trial runs,
+  :func:`get_proposal` has both. The architecture itself is not repeated in user attrs: it grows by
+  ``3N + 2`` increments a generation, and every ask reads every stored trial.
 
 Nothing is kept only in memory, so any number of workers on shared storage cooperate as the paper's
 parallel workers do: each computes the hull from what is stored when it asks.
@@ -57,6 +59,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .architecture import (
     INCREMENT_OPERATIONS,
+    AnyIncrement,
     Architecture,
     SearchMode,
     Skeleton,
@@ -120,6 +123,33 @@ def proposal_attrs(proposal: Proposal) -> dict[str, Any]:
                             "new_increments": proposal.new_increments, "generation": proposal.generation}}
 
 
+@dataclass(frozen=True)
+class _GrowableJson:
+    """A parent's architecture JSON, split so that a child's is the parent's with increments appended
+    (string joins instead of a parse and a dump of the whole increment list per ask)."""
+
+    source: str
+    skeleton: Architecture  # the skeleton alone: all that drawing increments needs
+    head: str  # the JSON object without its increments, up to (not including) the closing brace
+    increments: str  # the parent's increments as JSON array items, without the brackets
+
+    @classmethod
+    def parse(cls, architecture_json: str) -> _GrowableJson:
+        data = json.loads(architecture_json)
+        # the objective validates the whole child when it builds it; drawing needs the skeleton only
+        items = json.dumps(list(data.pop("increments", [])))[1:-1]
+        skeleton = Architecture(Skeleton(**data["skeleton"]))
+        return cls(architecture_json, skeleton, json.dumps(data)[:-1], items)
+
+    def child_json(self, increments: Sequence[AnyIncrement]) -> str:
+        new = json.dumps([i.to_dict() for i in increments])[1:-1]
+        items = ", ".join(part for part in (self.increments, new) if part)
+        return f'{self.head}, "increments": [{items}]}}'
+
+
+_PARENTS_KEPT = 64
+
+
 class RandGrowSampler(BaseSampler):
     """Grow networks from the lower convex hull of (cost, validation error), as RandGrow (Hu et al., 2019).
 
@@ -159,6 +189,7 @@ class RandGrowSampler(BaseSampler):
         self._independent_sampler = independent_sampler or RandomSampler(seed=seed)
         self.poll_seconds = poll_seconds
         self.verbose = verbose
+        self._parents: dict[int, _GrowableJson] = {}  # parsed parents by trial number, oldest first
 
     # ------------------------------------------------------------------ BaseSampler contract
 
@@ -197,6 +228,10 @@ class RandGrowSampler(BaseSampler):
         self, study: Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
     ) -> None:
         self._independent_sampler.after_trial(study, trial, state, values)
+        proposal = get_proposal(trial)
+        if proposal is not None and "parent" not in trial.user_attrs:
+            for key, value in {"parent": proposal.parent, "generation": proposal.generation}.items():
+                study._storage.set_trial_user_attr(trial._trial_id, key, value)  # the trial is not finished yet
 
     # ------------------------------------------------------------------ RandGrow
 
@@ -210,18 +245,13 @@ class RandGrowSampler(BaseSampler):
         rng = self._trial_rng(trial.number)
         announced = False
         while True:
-            parents = self.parent_candidates(study)
+            parents, points = self._candidate_points(study)
             if parents:
-                points = [(float(t.values[1]), float(t.values[0])) for t in parents]
                 parent = parents[choose_parent(points, rng)]
                 stored = parent.system_attrs[ATTR_PROPOSAL]
-                # Grow the stored JSON without rebuilding the parent's (possibly long) increment list: the
-                # draws only need the skeleton, and the objective validates the whole child when it builds it.
-                data = json.loads(_as_json(stored["architecture"]))
-                increments = sample_increments(Architecture(Skeleton(**data["skeleton"])), self.mode, rng,
-                                               self.operations)
-                data["increments"] = list(data.get("increments", [])) + [i.to_dict() for i in increments]
-                return Proposal(json.dumps(data), parent.number, len(increments),
+                grown = self._growable(parent.number, _as_json(stored["architecture"]))
+                increments = sample_increments(grown.skeleton, self.mode, rng, self.operations)
+                return Proposal(grown.child_json(increments), parent.number, len(increments),
                                 int(stored.get("generation", 0)) + 1)
             earlier = [t for t in study.get_trials(deepcopy=False, states=_ACTIVE) if t.number < trial.number]
             if not earlier:
@@ -236,6 +266,17 @@ class RandGrowSampler(BaseSampler):
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)  # a dead worker's initial model must not block us
 
+    def _growable(self, number: int, architecture_json: str) -> _GrowableJson:
+        # A completed trial never changes, and the hull offers the same few parents ask after ask: parse each
+        # parent's (possibly long) JSON once per worker, not once per ask.
+        grown = self._parents.pop(number, None)
+        if grown is None or grown.source != architecture_json:
+            grown = _GrowableJson.parse(architecture_json)
+        self._parents[number] = grown
+        while len(self._parents) > _PARENTS_KEPT:
+            self._parents.pop(next(iter(self._parents)))
+        return grown
+
     @staticmethod
     def _beat(study: Study, trial: FrozenTrial) -> None:
         """One heartbeat for a trial that waits in ``before_trial`` (Optuna's heartbeat thread starts only
@@ -249,11 +290,20 @@ class RandGrowSampler(BaseSampler):
     @staticmethod
     def parent_candidates(study: Study) -> list[FrozenTrial]:
         """Completed trials that carry a RandGrow architecture and two finite values."""
-        return [
-            t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if ATTR_PROPOSAL in t.system_attrs and t.values is not None and len(t.values) == 2
-            and all(math.isfinite(v) for v in t.values)
-        ]
+        return RandGrowSampler._candidate_points(study)[0]
+
+    @staticmethod
+    def _candidate_points(study: Study) -> tuple[list[FrozenTrial], list[tuple[float, float]]]:
+        """:meth:`parent_candidates` and their (cost, error) points, in one pass: every ask runs this over
+        every completed trial (``FrozenTrial.values`` copies its list at each access)."""
+        trials, points = [], []
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            values = t.values
+            if (values is not None and len(values) == 2 and math.isfinite(values[0]) and math.isfinite(values[1])
+                    and ATTR_PROPOSAL in t.system_attrs):
+                trials.append(t)
+                points.append((float(values[1]), float(values[0])))
+        return trials, points
 
     @staticmethod
     def _record(study: Study, trial: FrozenTrial, proposal: Proposal) -> None:
@@ -263,6 +313,3 @@ class RandGrowSampler(BaseSampler):
         for key, value in proposal_attrs(proposal).items():
             storage.set_trial_system_attr(trial_id, key, value)
             trial.system_attrs[key] = value  # this is the Trial's cached copy: keep it in step
-        for key, value in {"parent": proposal.parent, "generation": proposal.generation}.items():
-            storage.set_trial_user_attr(trial_id, key, value)
-            trial.user_attrs[key] = value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import threading
 import zlib
@@ -57,10 +58,10 @@ def test_first_trial_is_the_initial_model_and_the_proposal_is_recorded() -> None
     assert proposal is not None
     assert proposal.architecture == SMALL and proposal.parent is None
     assert proposal.new_increments == 0 and proposal.generation == 0
-    assert trial.user_attrs["parent"] is None and trial.user_attrs["generation"] == 0
-    assert "architecture" not in trial.user_attrs  # stored once, in the proposal (asks read every trial)
+    assert not trial.user_attrs  # written at tell: the ask makes one storage write of its own
     study.tell(trial, [10.0, 100.0])
     frozen = study.trials[0]
+    assert frozen.user_attrs == {"parent": None, "generation": 0}  # the architecture is stored once
     assert get_proposal(frozen) == proposal
     assert Architecture.from_json(get_proposal(frozen).architecture_json) == SMALL
 
@@ -79,8 +80,47 @@ def test_children_grow_their_parent_by_one_step(mode: str, expected: int) -> Non
             assert proposal.architecture.increments[:-expected] == parent.architecture.increments
             assert proposal.generation == parent.generation + 1
             assert {i.mode for i in proposal.architecture.increments} == {mode}
-            assert trial.user_attrs["parent"] == proposal.parent
         study.tell(trial, list(_fake_values(proposal.architecture)))
+        assert study.trials[-1].user_attrs["parent"] == proposal.parent
+
+
+def test_a_child_is_its_parents_json_with_the_new_increments_appended() -> None:
+    study = _study(seed=1)
+    for _ in range(4):
+        trial = study.ask()
+        proposal = get_proposal(trial)
+        assert proposal is not None
+        if proposal.parent is not None:
+            parent = get_proposal(study.trials[proposal.parent])
+            assert parent is not None
+            expected = parent.architecture.to_dict()
+            expected["increments"] += [i.to_dict() for i in proposal.architecture.increments[-5:]]
+            assert proposal.architecture_json == json.dumps(expected)  # byte for byte what to_json writes
+        study.tell(trial, list(_fake_values(proposal.architecture)))
+
+
+def test_failed_and_pruned_trials_record_their_parent_too() -> None:
+    study = _study()
+    _add_completed(study, SMALL, (10.0, 100.0))
+
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        raise optuna.TrialPruned if trial.number == 1 else RuntimeError("diverged")
+
+    study.optimize(objective, n_trials=2, catch=(RuntimeError,))
+    assert [t.state for t in study.trials[1:]] == [TrialState.PRUNED, TrialState.FAIL]
+    assert all(t.user_attrs == {"parent": 0, "generation": 1} for t in study.trials[1:])
+
+
+def test_one_sampler_on_two_studies_grows_each_studys_own_parents() -> None:
+    # parents are parsed once per trial number and reused: trial 0 of another study is another parent
+    sampler = RandGrowSampler(SMALL, seed=0, verbose=False)
+    other = initial_architecture(cells_per_block=1, channels=6, in_channels=3, num_classes=4)
+    for initial in (SMALL, other):
+        study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
+        _add_completed(study, initial, (10.0, 100.0))
+        proposal = get_proposal(study.ask())
+        assert proposal is not None and proposal.parent == 0
+        assert proposal.architecture.skeleton == initial.skeleton
 
 
 def test_parent_is_always_on_the_stored_hull() -> None:
