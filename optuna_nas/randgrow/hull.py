@@ -20,7 +20,6 @@ Design choices the paper leaves open:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -40,16 +39,27 @@ def lower_hull(points: Sequence[Point]) -> list[int]:
 
     Costs increase and errors strictly decrease along the returned indices.
     """
-    finite = [i for i, (cost, error) in enumerate(points) if math.isfinite(cost) and math.isfinite(error)]
-    if not finite:
+    # numpy for the sort and the filters: every ask runs this over every completed trial
+    data = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    cost, error = data[:, 0], data[:, 1]
+    finite = np.flatnonzero(np.isfinite(cost) & np.isfinite(error))
+    if not finite.size:
         return []
-    order = sorted(finite, key=lambda i: (points[i][0], points[i][1], i))
+    order = finite[np.lexsort((finite, error[finite], cost[finite]))]  # by (cost, error, input order)
     # One candidate per cost: the most accurate of that cost (first in input order on exact ties).
-    candidates = [i for n, i in enumerate(order) if n == 0 or points[i][0] != points[order[n - 1]][0]]
-    best = min(candidates, key=lambda i: (points[i][1], points[i][0], i))
+    first_of_cost = np.ones(order.size, dtype=bool)
+    first_of_cost[1:] = cost[order[1:]] != cost[order[:-1]]
+    candidates = order[first_of_cost]
+    # Only a candidate more accurate than every cheaper one can be on a hull that ends at the most accurate
+    # model (its errors strictly decrease), so the walk below sees the Pareto front, not every point.
+    errors = error[candidates]
+    on_front = np.ones(candidates.size, dtype=bool)
+    on_front[1:] = errors[1:] < np.minimum.accumulate(errors)[:-1]
+    front = candidates[on_front].tolist()  # its last model is the most accurate (the cheapest of equals)
+    xy = data.tolist()
     hull: list[int] = []
-    for i in candidates[: candidates.index(best) + 1]:  # the hull stops at the most accurate model
-        while len(hull) >= 2 and _cross(points[hull[-2]], points[hull[-1]], points[i]) <= 0.0:
+    for i in front:  # the hull stops at the most accurate model, the front's last
+        while len(hull) >= 2 and _cross(xy[hull[-2]], xy[hull[-1]], xy[i]) <= 0.0:
             hull.pop()
         hull.append(i)
     return hull
