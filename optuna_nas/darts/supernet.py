@@ -39,7 +39,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import NasError
-from ..layers import BatchNorm2d, batch_norm
+from ..layers import BatchNorm2d, batch_norm, pool_batch_norm
 from ..ops import FactorizedReduce, ReLUConvBN, create_activation, operation_spec
 from .candidates import Candidate, alpha_candidates, candidate_names, edge_candidates
 from .genotypes import CELL_TYPES
@@ -181,11 +181,17 @@ def _weighted(op: nn.Module, folded: tuple[nn.Module, nn.BatchNorm2d] | None, x:
     if folded is None:
         return w * op(x)
     body, norm = folded
-    h = body(x)
     use_batch_stats = norm.training or norm.running_mean is None
+    momentum = norm.momentum if norm.momentum is not None else 0.1
+    if len(body) == 1:  # a pooling candidate: pooled again in backward instead of kept (layers/pooling.py)
+        pooled = pool_batch_norm(x, body[0], norm.running_mean, norm.running_var,
+                                 w.expand(x.shape[1]).contiguous(), use_batch_stats, momentum, norm.eps)
+        if pooled is not None:
+            return pooled
+    h = body(x)
     # .contiguous(): an expanded (stride-0) weight gives wrong gradients in channels-last CPU batch norm
     return batch_norm(h, norm.running_mean, norm.running_var, w.expand(h.shape[1]).contiguous(), None,
-                      use_batch_stats, norm.momentum if norm.momentum is not None else 0.1, norm.eps)
+                      use_batch_stats, momentum, norm.eps)
 
 
 class MixedEdge(nn.Module):

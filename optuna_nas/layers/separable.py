@@ -123,8 +123,8 @@ class _NormReluDepthwisePointwise(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, norm_weight, norm_bias, depthwise, pointwise, mean, invstd = ctx.saved_tensors
         need_x, need_nw, need_nb, need_depthwise, need_pointwise = ctx.needs_input_grad[:5]
-        normalised = normalise(x, norm_weight, norm_bias, mean, invstd)  # recomputed: cheaper than keeping it
-        activated = torch.relu(normalised)
+        # recomputed: two elementwise passes, cheaper than keeping the map
+        activated = torch.relu_(normalise(x, norm_weight, norm_bias, mean, invstd))
         dw = _Depthwise(activated, depthwise, *ctx.conv)
         need_norm = need_x or need_nw or need_nb
         grad_hidden, grad_pointwise, _ = _conv_backward(grad, dw.forward(), pointwise, None, [1, 1], [0, 0], [1, 1],
@@ -133,7 +133,9 @@ class _NormReluDepthwisePointwise(torch.autograd.Function):
         grad_depthwise = dw.weight_grad(grad_hidden) if need_depthwise else None
         grads: tuple[torch.Tensor | None, ...] = (None, None, None)
         if need_norm:
-            grad_normalised = dw.input_grad(grad_hidden, activated.shape).masked_fill_(normalised <= 0, 0)
+            # ReLU's own backward (0 where the output is 0), one pass where masked_fill_ takes three times as long
+            grad_normalised = torch.ops.aten.threshold_backward(dw.input_grad(grad_hidden, activated.shape),
+                                                                activated, 0)
             grads = train_backward(grad_normalised.contiguous(memory_format=layout_of(x)), x, norm_weight, mean,
                                    invstd, ctx.eps, (need_x, need_nw, need_nb))
         return *grads, grad_depthwise, grad_pointwise, None, None
