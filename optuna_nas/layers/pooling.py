@@ -100,9 +100,10 @@ def pool_batch_norm(x: torch.Tensor, pool: nn.Module, running_mean: torch.Tensor
                     running_var: torch.Tensor | None, weight: torch.Tensor | None, training: bool, momentum: float,
                     eps: float) -> torch.Tensor | None:
     """``batch_norm(pool(x), ...)`` as one node keeping only ``x`` (see the module docstring), or None where
-    that does not apply (no gradient, evaluation, not CPU, a pooling layer of another kind)."""
+    that does not apply (no gradient, evaluation, not CPU, few channels, a pooling layer of another kind)."""
     pools = (nn.MaxPool2d, nn.AvgPool2d)
     if (not training or not torch.is_grad_enabled() or x.device.type != "cpu" or x.dim() != 4
+            or x.shape[1] < FEW_CHANNELS  # as in MaxPool2d: little memory to save, a pass to spend
             or type(pool) not in (*pools, MaxPool2d) or getattr(pool, "return_indices", False)
             or not (x.requires_grad or (weight is not None and weight.requires_grad))):
         return None
