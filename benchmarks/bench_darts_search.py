@@ -51,9 +51,9 @@ from reference_code import detect_kind  # benchmarks/reference_code.py; imports 
 # torch is imported only inside the measuring subprocess, so the parent stays small and a child's
 # ru_maxrss (which Linux carries over from the parent's memory image across exec) is the child's own.
 
-# "+recompute": the memory-saving option (each cell recomputed in backward)
+# "+recompute": the memory-saving option (each cell recomputed in backward); "+compile": --compile-mixture
 SEARCH_MODES = ("fixed:relu", "factorized", "pc_darts", "fixed:relu+recompute", "factorized+recompute",
-                "non_factorized+recompute", "non_factorized")
+                "factorized+compile", "non_factorized+recompute", "non_factorized")
 ALL_MODES = (*SEARCH_MODES, "retrain")
 DEFAULT_MODES = ("fixed:relu", "factorized", "pc_darts", "fixed:relu+recompute", "factorized+recompute", "retrain")
 # the original code's runs (--reference): which kind of folder gives each, and which of our modes it is compared with
@@ -117,13 +117,14 @@ def build_search(mode: str, shapes: Shapes = SHAPES["full"]) -> tuple[Any, Any, 
 
     torch.manual_seed(0)
     recompute = mode.endswith("+recompute")
-    mode = mode.removesuffix("+recompute")
+    compile_mixture = mode.endswith("+compile")  # compiled in the warm-up step, which is not timed
+    mode = mode.removesuffix("+recompute").removesuffix("+compile")
     pc = mode == "pc_darts"
     activation = "fixed:relu" if pc else mode
     space = DARTS_SPACE if activation.startswith("fixed") else A_DARTS_SPACE
     config = SuperNetConfig(space, ActivationMode.parse(activation), channels=shapes.channels, layers=shapes.layers,
                             num_classes=NUM_CLASSES, in_channels=3, partial_channels=4 if pc else 1,
-                            recompute_cells=recompute)
+                            recompute_cells=recompute, compile_mixture=compile_mixture)
     # the library's default layout (SearchSettings.channels_last)
     net = SearchNetwork(config).train().to(memory_format=torch.channels_last)
 
@@ -336,7 +337,9 @@ def targets(results: dict[str, dict[str, Any]], full: bool) -> list[dict[str, An
     vs_original("PC-DARTS K=4 step, ours / original", "pc_darts", "original:pc_darts", PC_DARTS_VS_ORIGINAL)
     base = _ok(results, "fixed:relu")
     for mode, name, limit in (("pc_darts", "PC-DARTS K=4 step / our DARTS step (fixed:relu)", PC_DARTS_VS_DARTS),
-                              ("factorized", "factorized step / fixed:relu step", FACTORIZED_VS_RELU)):
+                              ("factorized", "factorized step / fixed:relu step", FACTORIZED_VS_RELU),
+                              ("factorized+compile", "factorized+compile step / fixed:relu step",
+                               FACTORIZED_VS_RELU)):
         if (r := _ok(results, mode)) is not None:
             check(name, _ratio(r["step_s"], base["step_s"] if base else None), limit, "x",
                   "fixed:relu (this run)" if base else "fixed:relu not measured")

@@ -48,6 +48,7 @@ class SearchJob:
     channels: int = SEARCH_CHANNELS
     layers: int = SEARCH_LAYERS
     recompute_cells: bool = False  # memory saving: recompute each cell in backward
+    compile_mixture: bool = False  # torch.compile the β-mixture (factorized modes): faster steps after a compile
     retrain_channels: int = CIFAR_CHANNELS  # cost (params, multiply-adds) is reported for the retraining network
     retrain_layers: int = CIFAR_LAYERS
     settings: SearchSettings = field(default_factory=SearchSettings)
@@ -129,7 +130,7 @@ class DartsSearchObjective:
         self.config = SuperNetConfig(self.space, mode, channels=job.channels, layers=job.layers,
                                      num_classes=data.num_classes, in_channels=data.in_channels,
                                      partial_channels=partial, frozen_activations=frozen,
-                                     recompute_cells=job.recompute_cells)
+                                     recompute_cells=job.recompute_cells, compile_mixture=job.compile_mixture)
 
     def categorical_params(self) -> dict[str, Any]:
         """The one-choice categorical params every trial of this objective records."""

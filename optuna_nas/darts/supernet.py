@@ -43,7 +43,7 @@ from ..layers import BatchNorm2d, batch_norm, pool_batch_norm
 from ..ops import FactorizedReduce, ReLUConvBN, create_activation, operation_spec
 from .candidates import Candidate, alpha_candidates, candidate_names, edge_candidates
 from .genotypes import CELL_TYPES
-from .mixture import fusable, fused_mixture
+from .mixture import compiled_mixture, fusable, fused_mixture
 from .space import ActivationMode, SearchSpace
 
 # DARTS's search network: C=16 with 8 cells (PC-DARTS and A-DARTS search with the same).
@@ -62,6 +62,7 @@ class SuperNetConfig:
     edge_normalization: bool | None = None  # default: on exactly when partial_channels > 1 (PC-DARTS)
     stem_multiplier: int = 3
     recompute_cells: bool = False  # trade one extra forward pass for most of the activation memory
+    compile_mixture: bool = False  # torch.compile the β-mixture's element-wise passes (mixture.compiled_mixture)
     # config_a: the frozen per-edge activation names, {"normal": [...], "reduce": [...]}
     frozen_activations: dict[str, tuple[str, ...]] | None = field(default=None, compare=False)
 
@@ -133,12 +134,13 @@ def recomputation(enabled: bool) -> Iterator[None]:
 class EdgeActivation(nn.Module):
     """σ of one edge: one activation, a β-weighted mixture of the group (Eq. 2), or all of them."""
 
-    def __init__(self, names: Sequence[str], mixture: bool) -> None:
+    def __init__(self, names: Sequence[str], mixture: bool, compiled: bool = False) -> None:
         super().__init__()
         self.names = tuple(names)
         self.mixture = mixture
         self.acts = nn.ModuleList(create_activation(n) for n in names)
         self.fused = mixture and fusable(self.acts)  # see mixture.py: same function, fewer passes
+        self.compiled = compiled and self.fused
 
     def forward(self, x: torch.Tensor, beta_weights: torch.Tensor | None) -> list[torch.Tensor]:
         if not self.mixture:
@@ -151,6 +153,8 @@ class EdgeActivation(nn.Module):
         return [self._mix(x, beta_weights)]
 
     def _mix(self, x: torch.Tensor, beta_weights: torch.Tensor) -> torch.Tensor:
+        if self.compiled:
+            return compiled_mixture(x, beta_weights, self.acts)
         if self.fused:
             return fused_mixture(x, beta_weights, self.acts)
         mixed = beta_weights[0] * self.acts[0](x)
@@ -259,7 +263,8 @@ class SearchCell(nn.Module):
         for node in range(self.steps):
             for src in range(2 + node):
                 stride = 2 if reduction and src < 2 else 1
-                act = EdgeActivation(config.edge_activation_names(cell_type, len(edges)), mixture)
+                act = EdgeActivation(config.edge_activation_names(cell_type, len(edges)), mixture,
+                                     config.compile_mixture)
                 edges.append(MixedEdge(channels, stride, candidates, act, config.partial_channels))
         self.edges = nn.ModuleList(edges)
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from optuna_nas.darts.genotypes import CELL_TYPES
 from optuna_nas.darts.space import A_DARTS_SPACE, DARTS_SPACE, ActivationMode, SearchSpace
@@ -239,11 +242,25 @@ def test_memory_layout_and_cell_recomputation_leave_loss_and_gradients_unchanged
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-3)
 
 
-@pytest.mark.parametrize("train", [False, True])
-def test_fused_mixture_equals_the_activation_by_activation_sum(train: bool) -> None:
-    """Eq. 2 computed in a few passes is Eq. 2: values and gradients (x, β, PReLU, Swish b) match."""
-    from optuna_nas.darts.mixture import fused_mixture
+@functools.cache
+def _inductor_works() -> bool:
+    """torch.compile's CPU backend needs a C++ compiler and Python's headers."""
+    try:
+        return bool(torch.compile(lambda t: t * 2)(torch.ones(2)).sum() == 4)
+    except Exception:  # noqa: BLE001 - any toolchain failure means "cannot compile here"
+        return False
 
+
+@pytest.mark.parametrize("train", [False, True])
+@pytest.mark.parametrize("compiled", [False, True])
+def test_fused_mixture_equals_the_activation_by_activation_sum(train: bool, compiled: bool) -> None:
+    """Eq. 2 computed in a few passes is Eq. 2: values and gradients (x, β, PReLU, Swish b) match, eager or
+    compiled (``--compile-mixture``)."""
+    from optuna_nas.darts.mixture import compiled_mixture, fused_mixture
+
+    if compiled and not _inductor_works():
+        pytest.skip("torch.compile cannot build CPU kernels here (no C++ compiler or Python headers)")
+    mixture = compiled_mixture if compiled else fused_mixture
     act = tiny_network("factorized").cells[0].edges[0].activation
     assert act.fused
     with torch.no_grad():
@@ -255,7 +272,7 @@ def test_fused_mixture_equals_the_activation_by_activation_sum(train: bool) -> N
     x = (3 * torch.randn(2, 4, 8, 8)).requires_grad_()
     beta = torch.softmax(torch.randn(9), 0)[keep].detach().requires_grad_()
     acts = [act.acts[i] for i in keep]
-    fused = fused_mixture(x, beta, acts)
+    fused = mixture(x, beta, acts)
     plain = sum(w * a(x) for w, a in zip(beta, acts, strict=True))
     assert torch.allclose(fused, plain, atol=1e-5)
     params = [x, beta, act.acts[3].weight, act.acts[8].b]
@@ -263,6 +280,21 @@ def test_fused_mixture_equals_the_activation_by_activation_sum(train: bool) -> N
     g_plain = torch.autograd.grad(plain.square().sum(), params)
     for a, b in zip(g_fused, g_plain, strict=True):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_compile_mixture_setting_reaches_every_edge_and_trains() -> None:
+    if not _inductor_works():
+        pytest.skip("torch.compile cannot build CPU kernels here (no C++ compiler or Python headers)")
+    torch.manual_seed(0)
+    config = SuperNetConfig(A_DARTS_SPACE, ActivationMode.parse("factorized"), channels=4, layers=3, num_classes=4,
+                            compile_mixture=True)
+    net = SearchNetwork(config)
+    edges = [edge for cell in net.cells for edge in cell.edges]
+    assert all(edge.activation.compiled for edge in edges)
+    loss = F.cross_entropy(net(torch.randn(2, 3, 8, 8)), torch.tensor([0, 1]))
+    loss.backward()
+    assert torch.isfinite(loss) and all(b.grad is not None and torch.isfinite(b.grad).all()
+                                        for b in net.beta_parameters())
 
 
 def test_fused_rrelu_draws_slopes_in_its_range_during_training() -> None:
