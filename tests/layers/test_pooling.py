@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 import torch
 from torch import nn
 
 from optuna_nas.layers import MaxPool2d, batch_norm, pool_batch_norm
+
+from _autograd import saved_bytes
 
 LAYOUTS = [torch.contiguous_format, torch.channels_last]
 POOLS = [(1, 1, False), (2, 1, False), (2, 0, True), (None, 0, False)]  # (stride, padding, ceil_mode)
@@ -34,20 +34,8 @@ def test_max_pool_gives_torchs_outputs_and_gradients_exactly(layout: torch.memor
     assert g1.is_contiguous(memory_format=layout)
 
 
-def _saved_bytes_of(run: Callable[[], object]) -> int:
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        run()
-    return sum(seen.values())
-
-
 def _saved_bytes(module: nn.Module, x: torch.Tensor) -> int:
-    return _saved_bytes_of(lambda: module(x))
+    return saved_bytes(lambda: module(x))
 
 
 def test_only_the_input_is_kept_for_backward() -> None:
@@ -90,7 +78,7 @@ def test_pool_batch_norm_is_batch_norm_of_the_pooled_map(layout: torch.memory_fo
 def test_pool_batch_norm_keeps_only_the_pooling_input() -> None:
     x = torch.randn(2, 16, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_()
     weight = torch.full((16,), 0.5, requires_grad=True)
-    kept = _saved_bytes_of(lambda: pool_batch_norm(x, nn.AvgPool2d(3, 1, 1), None, None, weight, True, 0.1, 1e-5))
+    kept = saved_bytes(lambda: pool_batch_norm(x, nn.AvgPool2d(3, 1, 1), None, None, weight, True, 0.1, 1e-5))
     assert kept < 1.1 * x.numel() * x.element_size()  # x and the per-channel statistics
 
 

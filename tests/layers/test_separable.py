@@ -11,6 +11,8 @@ from torch import nn
 from optuna_nas.layers import SeparableSequential
 from optuna_nas.ops import dil_conv_body, sep_conv_body
 
+from _autograd import saved_bytes
+
 LAYOUTS = [torch.contiguous_format, torch.channels_last]
 # (factory, stride): DARTS's SepConv 3x3/5x5 and DilConv 3x3/5x5 at both strides, and odd input sizes
 BODIES = {
@@ -81,15 +83,7 @@ def test_norm_and_relu_before_a_pair_keep_outputs_gradients_and_running_stats(
 
 
 def _saved_bytes(module: nn.Module, x: torch.Tensor) -> int:
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        module(x)
-    return sum(seen.values())
+    return saved_bytes(lambda: module(x))
 
 
 def test_the_depthwise_output_is_recomputed_not_kept() -> None:
