@@ -35,7 +35,7 @@ from timm.layers import get_act_layer
 from torch import nn
 
 from .errors import NasError
-from .layers import BatchNorm2d, DilatedConv2d, MaxPool2d, SeparableSequential, subsample
+from .layers import BatchNorm2d, DilatedConv2d, MaxPool2d, SeparableSequential, cat_channels, subsample
 
 BodyFactory = Callable[[int, int, bool], nn.Module]
 ActivationFactory = Callable[[], nn.Module]
@@ -173,7 +173,7 @@ class FactorizedReduce(nn.Module):
             shifted = subsample(nn.functional.pad(x[:, :, 1:, 1:], (0, 1, 0, 1)))
         else:
             shifted = subsample(x, 2, 1, 1)  # x[:, :, 1:, 1:][:, :, ::2, ::2]
-        return self.bn(torch.cat([self.conv_1(subsample(x)), self.conv_2(shifted)], dim=1))
+        return self.bn(cat_channels([self.conv_1(subsample(x)), self.conv_2(shifted)]))
 
 
 def dil_conv_body(c: int, kernel: int, stride: int, padding: int, dilation: int, affine: bool) -> nn.Sequential:

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..cost import network_cost
 from ..errors import NasError
+from ..layers import cat_channels
 from ..ops import FactorizedReduce, ReLUConvBN, build_operation
 from .genotypes import Genotype
 
@@ -55,7 +56,7 @@ class Cell(nn.Module):
                     h = drop_path(h, self.drop_prob, self.training)
                 total = h if total is None else total + h
             states.append(total)
-        return torch.cat([states[i] for i in self.concat], dim=1)
+        return cat_channels([states[i] for i in self.concat])
 
 
 class AuxiliaryHead(nn.Module):

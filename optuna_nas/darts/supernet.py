@@ -39,7 +39,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import NasError
-from ..layers import BatchNorm2d, batch_norm, pool_batch_norm
+from ..layers import BatchNorm2d, batch_norm, cat_channels, pool_batch_norm
 from ..ops import FactorizedReduce, ReLUConvBN, create_activation, operation_spec
 from .candidates import Candidate, alpha_candidates, candidate_names, edge_candidates
 from .genotypes import CELL_TYPES
@@ -283,7 +283,7 @@ class SearchCell(nn.Module):
                 total = y if total is None else total + y
             offset += len(states)
             states.append(total)  # type: ignore[arg-type]
-        return torch.cat(states[2:], dim=1)
+        return cat_channels(states[2:])
 
 
 class SearchNetwork(nn.Module):

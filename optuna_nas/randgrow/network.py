@@ -25,6 +25,7 @@ from timm.layers import drop_path
 from torch import nn
 
 from ..errors import NasError
+from ..layers import cat_channels
 from ..ops import ReLUConvBN, build_operation, operation_spec
 from .architecture import Architecture, Increment, Skeleton
 
@@ -94,7 +95,7 @@ class IncrementBlock(nn.Module):
         nn.init.zeros_(self.bn.bias)
 
     def forward(self, layers: Sequence[torch.Tensor]) -> torch.Tensor:
-        x = torch.cat([op(layers[s]) for s, op in zip(self.sources, self.inputs, strict=True)], dim=1)
+        x = cat_channels([op(layers[s]) for s, op in zip(self.sources, self.inputs, strict=True)])
         return self.bn(self.project(x))
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from optuna_nas.layers.strided import DilatedConv2d, subsample
+from optuna_nas.layers.strided import DilatedConv2d, cat_channels, subsample
 
 LAYOUTS = [torch.contiguous_format, torch.channels_last]
 
@@ -60,3 +60,17 @@ def test_dilated_convolution_keeps_the_channels_last_layout() -> None:
     (grad,) = torch.autograd.grad(y, x, torch.ones_like(y))
     assert y.is_contiguous(memory_format=torch.channels_last)
     assert grad.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_cat_channels_is_torch_cat_with_each_gradient_in_its_inputs_layout(layout: torch.memory_format) -> None:
+    parts = [torch.randn(2, c, 5, 6, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_()
+             for c in (3, 1, 4)]
+    out = cat_channels(parts)
+    assert torch.equal(out, torch.cat(parts, dim=1))
+    grad = torch.randn_like(out)
+    ours = torch.autograd.grad(out, parts, grad)
+    plain = torch.autograd.grad(torch.cat(parts, dim=1), parts, grad)
+    for a, b in zip(ours, plain, strict=True):
+        assert torch.equal(a, b)
+        assert a.is_contiguous(memory_format=layout)  # a plain cat's channel slices are not, in channels-last
