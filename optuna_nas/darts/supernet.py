@@ -243,7 +243,7 @@ class MixedEdge(nn.Module):
             return out
         if self.stride > 1:
             bypass = self.bypass_pool(bypass)
-        return channel_shuffle(torch.cat([out, bypass], dim=1), self.k)
+        return channel_shuffle(cat_channels([out, bypass]), self.k)
 
 
 class SearchCell(nn.Module):
