@@ -15,9 +15,10 @@ import pytest
 import torch
 from optuna.artifacts import get_all_artifact_meta
 
-from optuna_nas import retrain as objectives
 from optuna_nas.cli import main
 from optuna_nas.data import load_dataset, make_batches
+
+from _studies import interrupt_after_first_epoch
 
 COMMAND = ["retrain", "DARTS_V2", "--dataset", "synthetic", "--channels", "4", "--layers", "3", "--batch-size", "32"]
 
@@ -73,20 +74,8 @@ def test_two_processes_train_one_trial_with_one_process_loss(tmp_path: Path, cap
 def test_a_run_interrupted_alone_resumes_on_two_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     storage = f"sqlite:///{tmp_path / 'db.sqlite'}"
     args = [*COMMAND, "--epochs", "3", "--storage", storage, "--artifact-dir", str(tmp_path / "a"), "--quiet"]
-    real = objectives.report_to_trial
-
-    def interrupt_after_first_epoch(trial: optuna.Trial, metric: str):  # type: ignore[no-untyped-def]
-        report = real(trial, metric)
-
-        def callback(epoch: int, metrics: dict) -> None:
-            report(epoch, metrics)
-            if epoch == 1:
-                raise KeyboardInterrupt
-
-        return callback
-
     torch.set_num_threads(1)
-    monkeypatch.setattr(objectives, "report_to_trial", interrupt_after_first_epoch)
+    interrupt_after_first_epoch(monkeypatch)
     assert main(args) == 130
     done = _torchrun(tmp_path, *args)
     assert done.returncode == 0, done.stderr[-3000:]

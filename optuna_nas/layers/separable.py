@@ -83,6 +83,17 @@ class _Depthwise:
                               [self.dilation] * 2, False, [0, 0], self.weight.shape[0], [*mask, False])
 
 
+def _pair_backward(grad: torch.Tensor, dw: _Depthwise, pointwise: torch.Tensor, input_shape: torch.Size,
+                   need_input: bool, need_depthwise: bool, need_pointwise: bool) -> tuple[torch.Tensor | None, ...]:
+    """(input, depthwise, pointwise) gradients of ``pointwise(dw(input))``, the depthwise output recomputed."""
+    hidden = dw.forward()  # recomputed: cheaper than keeping it
+    grad_hidden, grad_pointwise, _ = _conv_backward(grad, hidden, pointwise, None, [1, 1], [0, 0], [1, 1], False,
+                                                    [0, 0], 1, [need_input or need_depthwise, need_pointwise, False])
+    grad_input = dw.input_grad(grad_hidden, input_shape) if need_input else None
+    grad_depthwise = dw.weight_grad(grad_hidden) if need_depthwise else None
+    return grad_input, grad_depthwise, grad_pointwise
+
+
 class _DepthwisePointwise(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, depthwise: torch.Tensor, pointwise: torch.Tensor, stride: int,
@@ -95,13 +106,9 @@ class _DepthwisePointwise(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, depthwise, pointwise = ctx.saved_tensors
         need_x, need_depthwise, need_pointwise = ctx.needs_input_grad[:3]
-        dw = _Depthwise(x, depthwise, *ctx.conv)
-        hidden = dw.forward()  # recomputed: cheaper than keeping it
-        grad_hidden, grad_pointwise, _ = _conv_backward(grad, hidden, pointwise, None, [1, 1], [0, 0], [1, 1], False,
-                                                        [0, 0], 1, [need_x or need_depthwise, need_pointwise, False])
-        grad_x = dw.input_grad(grad_hidden, x.shape) if need_x else None
-        grad_depthwise = dw.weight_grad(grad_hidden) if need_depthwise else None
-        return grad_x, grad_depthwise, grad_pointwise, None, None, None
+        grads = _pair_backward(grad, _Depthwise(x, depthwise, *ctx.conv), pointwise, x.shape,
+                               need_x, need_depthwise, need_pointwise)
+        return *grads, None, None, None
 
 
 class _NormReluDepthwisePointwise(torch.autograd.Function):
@@ -125,17 +132,14 @@ class _NormReluDepthwisePointwise(torch.autograd.Function):
         need_x, need_nw, need_nb, need_depthwise, need_pointwise = ctx.needs_input_grad[:5]
         # recomputed: two elementwise passes, cheaper than keeping the map
         activated = torch.relu_(normalise(x, norm_weight, norm_bias, mean, invstd))
-        dw = _Depthwise(activated, depthwise, *ctx.conv)
         need_norm = need_x or need_nw or need_nb
-        grad_hidden, grad_pointwise, _ = _conv_backward(grad, dw.forward(), pointwise, None, [1, 1], [0, 0], [1, 1],
-                                                        False, [0, 0], 1,
-                                                        [need_norm or need_depthwise, need_pointwise, False])
-        grad_depthwise = dw.weight_grad(grad_hidden) if need_depthwise else None
+        grad_activated, grad_depthwise, grad_pointwise = _pair_backward(
+            grad, _Depthwise(activated, depthwise, *ctx.conv), pointwise, activated.shape, need_norm, need_depthwise,
+            need_pointwise)
         grads: tuple[torch.Tensor | None, ...] = (None, None, None)
-        if need_norm:
+        if grad_activated is not None:
             # ReLU's own backward (0 where the output is 0), one pass where masked_fill_ takes three times as long
-            grad_normalised = torch.ops.aten.threshold_backward(dw.input_grad(grad_hidden, activated.shape),
-                                                                activated, 0)
+            grad_normalised = torch.ops.aten.threshold_backward(grad_activated, activated, 0)
             grads = train_backward(grad_normalised.contiguous(memory_format=layout_of(x)), x, norm_weight, mean,
                                    invstd, ctx.eps, (need_x, need_nw, need_nb))
         return *grads, grad_depthwise, grad_pointwise, None, None

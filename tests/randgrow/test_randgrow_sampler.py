@@ -80,23 +80,11 @@ def test_children_grow_their_parent_by_one_step(mode: str, expected: int) -> Non
             assert proposal.architecture.increments[:-expected] == parent.architecture.increments
             assert proposal.generation == parent.generation + 1
             assert {i.mode for i in proposal.architecture.increments} == {mode}
+            grown = parent.architecture.to_dict()
+            grown["increments"] += [i.to_dict() for i in proposal.architecture.increments[-expected:]]
+            assert proposal.architecture_json == json.dumps(grown)  # byte for byte what to_json writes
         study.tell(trial, list(_fake_values(proposal.architecture)))
         assert study.trials[-1].user_attrs["parent"] == proposal.parent
-
-
-def test_a_child_is_its_parents_json_with_the_new_increments_appended() -> None:
-    study = _study(seed=1)
-    for _ in range(4):
-        trial = study.ask()
-        proposal = get_proposal(trial)
-        assert proposal is not None
-        if proposal.parent is not None:
-            parent = get_proposal(study.trials[proposal.parent])
-            assert parent is not None
-            expected = parent.architecture.to_dict()
-            expected["increments"] += [i.to_dict() for i in proposal.architecture.increments[-5:]]
-            assert proposal.architecture_json == json.dumps(expected)  # byte for byte what to_json writes
-        study.tell(trial, list(_fake_values(proposal.architecture)))
 
 
 def test_failed_and_pruned_trials_record_their_parent_too() -> None:

@@ -20,7 +20,7 @@ from optuna_nas.cli import main
 from optuna_nas.darts.genotypes import Genotype
 from optuna_nas.retrain import load_architecture
 
-from _studies import TINY_RETRAIN, TINY_SEARCH, write_study
+from _studies import TINY_RETRAIN, TINY_SEARCH, interrupt_after_first_epoch, write_study
 
 ROWS = [
     {"name": "factorized", "search": {"activation_mode": "factorized"}},
@@ -136,19 +136,7 @@ def test_ctrl_c_fails_the_trial_and_the_rerun_resumes_from_its_checkpoint(
     path = write_study(tmp_path, "interrupt", retrain={**TINY_RETRAIN, "epochs": 2})
     storage = f"sqlite:///{tmp_path / 'db.sqlite'}"
     args = ["run", path, "--storage", storage, "--artifact-dir", str(tmp_path / "a"), "--quiet"]
-    real = objectives.report_to_trial
-
-    def interrupt_after_first_epoch(trial: optuna.Trial, metric: str):  # type: ignore[no-untyped-def]
-        report = real(trial, metric)
-
-        def callback(epoch: int, metrics: dict) -> None:
-            report(epoch, metrics)
-            if epoch == 1 and not metrics.get("replayed"):
-                raise KeyboardInterrupt
-
-        return callback
-
-    monkeypatch.setattr(objectives, "report_to_trial", interrupt_after_first_epoch)
+    real = interrupt_after_first_epoch(monkeypatch)
     assert main(args) == 130
     study = optuna.load_study(study_name="interrupt", storage=storage)
     assert [t.state for t in study.trials] == [TrialState.FAIL]  # never COMPLETE with a made-up value
@@ -166,19 +154,7 @@ def test_a_truncated_checkpoint_costs_no_grid_point(tmp_path: Path, monkeypatch:
     path = write_study(tmp_path, "truncated", seeds=[0, 1], retrain={**TINY_RETRAIN, "epochs": 2})
     storage, artifacts = f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "a"
     args = ["run", path, "--storage", storage, "--artifact-dir", str(artifacts), "--quiet"]
-    real = objectives.report_to_trial
-
-    def interrupt_after_first_epoch(trial: optuna.Trial, metric: str):  # type: ignore[no-untyped-def]
-        report = real(trial, metric)
-
-        def callback(epoch: int, metrics: dict) -> None:
-            report(epoch, metrics)
-            if epoch == 1:
-                raise KeyboardInterrupt
-
-        return callback
-
-    monkeypatch.setattr(objectives, "report_to_trial", interrupt_after_first_epoch)
+    real = interrupt_after_first_epoch(monkeypatch)
     assert main(args) == 130
     monkeypatch.setattr(objectives, "report_to_trial", real)
     study = optuna.load_study(study_name="truncated", storage=storage)
