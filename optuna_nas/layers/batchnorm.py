@@ -1,46 +1,100 @@
-"""Training-mode batch normalisation of channels-last CPU tensors with few channels.
+"""Training-mode batch normalisation of channels-last CPU tensors, where ATen's own kernels are slow.
 
-Why it exists: ATen's channels-last batch-norm kernels vectorise across channels, so with the 4 or 8
-channels a PC-DARTS operator sees (C/K) they run several times slower than on the same number of elements
-with many channels (64x4x32x32, torch 2.15 CPU: 1.07 ms forward and 0.86 ms backward, against 0.16 ms and
-0.13 ms here). Here the (N·H·W, C) matrix a channels-last tensor already is gets viewed as (N·H·W / k, k·C)
-with k·C >= 64 lanes, reduced over rows, and the k partial sums of a channel added. Same function: the
-two-pass mean and (biased) variance of ATen, its running-statistics update (unbiased variance), and the
-batch-norm gradient; only the order of floating-point additions differs. Everything else (eval mode, many
-channels, other layouts, devices or dtypes) goes to ``torch.nn.functional.batch_norm``.
+Why it exists: ATen's channels-last batch-norm kernels vectorise across channels, and run several times
+slower than on the same number of elements otherwise in two cases (torch 2.15 CPU, AVX-512, float32):
+
+* few channels, the 4 or 8 a PC-DARTS operator sees (C/K): at 64x4x32x32, 1.07 ms forward and 0.86 ms
+  backward, against 0.16 ms and 0.13 ms here;
+* a channel count that does not fill whole 64-byte vectors, as DARTS's C=36 retraining network has
+  (36, 72, 108 channels): at 32x36x32x32 the backward takes 0.92 ms, against 0.29 ms at 32 channels and
+  0.27 ms here.
+
+Here the (N·H·W, C) matrix a channels-last tensor already is gets viewed as (N·H·W / k, k·C), with k·C a
+whole number of vectors (and at least 64 lanes for few channels); the k partial results of a channel are
+then combined. Few channels are reduced with torch's column sums; other channel counts go through ATen's
+own kernels on that view, now vectorised (per-lane statistics combined exactly, then its evaluation-mode
+normalisation with those statistics). The backward is ATen's on the view for both, with the true channel
+mean, giving Σg and Σg·(x - mean) per lane in one pass. Same function: the mean and biased variance of a
+batch, its running-statistics update (unbiased variance), the batch-norm gradient; only the order of
+floating-point additions differs. Everything else (evaluation mode, 64-byte channel counts, other layouts,
+devices or dtypes, pixel counts the view cannot split) goes to ``torch.nn.functional.batch_norm``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-FEW_CHANNELS = 16  # below this many channels the path here is faster (benchmarks/bench_darts_search.py)
-_LANES = 64
+FEW_CHANNELS = 16  # below this many channels the column sums here are faster (benchmarks/bench_darts_search.py)
+_MIN_FEW_LANES = 64
+_VECTOR_BYTES = 64  # AVX-512, the widest vector ATen's CPU kernels use; a multiple of every narrower one
+
+
+def _lanes_per_channel(x: torch.Tensor) -> int:
+    """k for the (rows, k·C) view of ``x``: 0 where torch's own path serves (see the module docstring)."""
+    if not (x.dim() == 4 and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+            # channels-last and not also contiguous: more than one channel and more than one pixel
+            and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()):
+        return 0
+    channels = x.shape[1]
+    pixels = x.numel() // channels
+    per_vector = _VECTOR_BYTES // x.element_size()
+    if channels >= FEW_CHANNELS and channels % per_vector == 0:
+        return 0
+    wanted = per_vector // math.gcd(channels, per_vector)
+    while channels < FEW_CHANNELS and wanted * channels < _MIN_FEW_LANES:
+        wanted *= 2
+    k = 1
+    while k < wanted and pixels % (2 * k) == 0:  # k divides the pixel count (a power of two)
+        k *= 2
+    return k if channels < FEW_CHANNELS or k == wanted else 0
 
 
 def _eligible(x: torch.Tensor) -> bool:
-    # channels-last and not also contiguous: more than one channel and more than one pixel
-    return (x.dim() == 4 and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
-            and x.shape[1] < FEW_CHANNELS and x.is_contiguous(memory_format=torch.channels_last)
-            and not x.is_contiguous())
+    return _lanes_per_channel(x) > 0
 
 
 def _rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     """``x`` as a (rows, k·C) matrix (a view) and k: k rows of the (N·H·W, C) matrix per row."""
-    channels = x.shape[1]
-    pixels = x.numel() // channels
-    k = 1
-    while k * channels < _LANES and pixels % (2 * k) == 0:
-        k *= 2
-    return x.permute(0, 2, 3, 1).reshape(pixels // k, k * channels), k
+    k = _lanes_per_channel(x)
+    return x.permute(0, 2, 3, 1).reshape(x.numel() // (k * x.shape[1]), k * x.shape[1]), k
 
 
 def _channel_sum(rows: torch.Tensor, k: int) -> torch.Tensor:
     return rows.sum(0).view(k, -1).sum(0)
+
+
+def _tile(per_channel: torch.Tensor, k: int) -> torch.Tensor:
+    """A per-channel vector for the k·C lanes of a row (``torch.cat``: a quarter of ``repeat``'s overhead)."""
+    return torch.cat([per_channel] * k)
+
+
+def _as_image(rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    n, c, h, w = like.shape
+    return rows.view(n, h, w, c).permute(0, 3, 1, 2)
+
+
+def _forward(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+             eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(output, mean, biased variance, 1/std) of an eligible ``x``."""
+    if x.shape[1] < FEW_CHANNELS:
+        return _few_forward(x, weight, bias, eps)
+    rows, k = _rows(x)
+    lanes = rows.view(*rows.shape, 1, 1)
+    _, lane_mean, lane_invstd = torch.ops.aten.native_batch_norm(lanes, None, None, None, None, True, 0.0, 0.0)
+    lane_mean = lane_mean.view(k, -1)
+    mean = lane_mean.mean(0)
+    # ATen's 1/std of a constant lane without eps is 0, not inf
+    lane_var = torch.where(lane_invstd > 0, lane_invstd.pow(-2), 0.0).view(k, -1)
+    # the variance of k equal-sized parts: the mean of their variances plus the variance of their means
+    var = lane_var.mean(0) + (lane_mean - mean).pow(2).mean(0)
+    weight_k, bias_k = (None if t is None else _tile(t, k) for t in (weight, bias))
+    out = torch.ops.aten.native_batch_norm(lanes, weight_k, bias_k, _tile(mean, k), _tile(var, k), False, 0.0, eps)[0]
+    return _as_image(out.view(rows.shape), x), mean, var, torch.rsqrt(var + eps)
 
 
 def _few_forward(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
@@ -49,41 +103,41 @@ def _few_forward(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tenso
     rows, k = _rows(x)
     count = rows.shape[0] * k
     mean = _channel_sum(rows, k) / count
-    centred = rows - mean.repeat(k)
+    centred = rows - _tile(mean, k)
     var = _channel_sum(centred * centred, k) / count
     invstd = torch.rsqrt(var + eps)
     scale = invstd if weight is None else invstd * weight
-    out = centred * scale.repeat(k)
+    out = centred * _tile(scale, k)
     if bias is not None:
-        out += bias.repeat(k)
-    n, c, h, w = x.shape
-    return out.view(n, h, w, c).permute(0, 3, 1, 2), mean, var, invstd
+        out += _tile(bias, k)
+    return _as_image(out, x), mean, var, invstd
 
 
-def _few_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None, mean: torch.Tensor,
-                  invstd: torch.Tensor, mask: tuple[bool, bool, bool]) -> tuple[torch.Tensor | None, ...]:
+def _backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None, mean: torch.Tensor,
+              invstd: torch.Tensor, mask: tuple[bool, bool, bool]) -> tuple[torch.Tensor | None, ...]:
     rows, k = _rows(x)
     grad_rows = grad.permute(0, 2, 3, 1).reshape(rows.shape)  # a copy only if grad is not channels-last
     count = rows.shape[0] * k
-    grad_sum = _channel_sum(grad_rows, k)
-    # Σ g·x̂ from the centred input, as ATen does (no cancellation when |mean| >> std)
-    grad_dot = _channel_sum(grad_rows * (rows - mean.repeat(k)), k) * invstd
+    # per lane Σg and Σg·(x - mean) (from the centred input, as ATen does: no cancellation when |mean| >> std)
+    _, lane_dot, lane_sum = torch.ops.aten.native_batch_norm_backward(
+        grad_rows.view(*rows.shape, 1, 1), rows.view(*rows.shape, 1, 1), None, None, None, _tile(mean, k),
+        rows.new_ones(rows.shape[1]), True, 0.0, [False, True, True])
+    grad_sum = lane_sum.view(k, -1).sum(0)
+    grad_dot = lane_dot.view(k, -1).sum(0) * invstd
     grad_x = None
     if mask[0]:
         a = invstd if weight is None else invstd * weight
         b = -a * invstd * grad_dot / count
         c = -a * grad_sum / count - b * mean
-        out = torch.addcmul(torch.addcmul(c.repeat(k), grad_rows, a.repeat(k)), rows, b.repeat(k))
-        n, ch, h, w = x.shape
-        grad_x = out.view(n, h, w, ch).permute(0, 3, 1, 2)
+        grad_x = _as_image(torch.addcmul(_tile(c, k), grad_rows, _tile(a, k)).addcmul_(rows, _tile(b, k)), x)
     return grad_x, grad_dot if mask[1] else None, grad_sum if mask[2] else None
 
 
-class _FewChannelBatchNorm(torch.autograd.Function):
+class _ChannelsLastBatchNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
                 eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        out, mean, var, invstd = _few_forward(x, weight, bias, eps)
+        out, mean, var, invstd = _forward(x, weight, bias, eps)
         ctx.save_for_backward(x, weight, mean, invstd)
         ctx.mark_non_differentiable(mean, var)
         return out, mean, var
@@ -91,7 +145,7 @@ class _FewChannelBatchNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor, *_: Any) -> tuple[torch.Tensor | None, ...]:
         x, weight, mean, invstd = ctx.saved_tensors
-        return *_few_backward(grad, x, weight, mean, invstd, tuple(ctx.needs_input_grad[:3])), None
+        return *_backward(grad, x, weight, mean, invstd, tuple(ctx.needs_input_grad[:3])), None
 
 
 def _update_running_stats(running_mean: torch.Tensor | None, running_var: torch.Tensor | None, mean: torch.Tensor,
@@ -109,7 +163,7 @@ def train_forward(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tens
     For layers that fuse a batch norm into their own backward (see separable.py)."""
     if not _eligible(x):
         return torch.ops.aten.native_batch_norm(x, weight, bias, running_mean, running_var, True, momentum, eps)
-    out, mean, var, invstd = _few_forward(x, weight, bias, eps)
+    out, mean, var, invstd = _forward(x, weight, bias, eps)
     _update_running_stats(running_mean, running_var, mean, var, x.numel() // x.shape[1], momentum)
     return out, mean, invstd
 
@@ -118,7 +172,7 @@ def train_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | N
                    invstd: torch.Tensor, eps: float, mask: tuple[bool, bool, bool]) -> tuple[torch.Tensor | None, ...]:
     """Gradients (input, weight, bias) of :func:`train_forward` where ``mask`` asks for them."""
     if _eligible(x):
-        return _few_backward(grad, x, weight, mean, invstd, mask)
+        return _backward(grad, x, weight, mean, invstd, mask)
     return tuple(g if m else None for g, m in zip(
         torch.ops.aten.native_batch_norm_backward(grad, x, weight, None, None, mean, invstd, True, eps, list(mask)),
         mask, strict=True))
@@ -139,7 +193,7 @@ def batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: 
     """``torch.nn.functional.batch_norm``, computed as the module docstring says where that is faster."""
     if not (training and _eligible(x)):
         return F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
-    out, mean, var = _FewChannelBatchNorm.apply(x, weight, bias, eps)
+    out, mean, var = _ChannelsLastBatchNorm.apply(x, weight, bias, eps)
     _update_running_stats(running_mean, running_var, mean, var, x.numel() // x.shape[1], momentum)
     return out
 

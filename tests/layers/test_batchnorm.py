@@ -1,4 +1,5 @@
-"""batchnorm.py: the few-channel channels-last path is torch's batch norm: outputs, gradients, running stats."""
+"""batchnorm.py: the channels-last paths (few channels, channel counts that do not fill whole vectors) are torch's
+batch norm: outputs, gradients, running stats."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from optuna_nas.layers.batchnorm import FEW_CHANNELS, BatchNorm2d, _eligible, batch_norm
+from optuna_nas.layers.batchnorm import FEW_CHANNELS, BatchNorm2d, _eligible, _lanes_per_channel, batch_norm
 
-SHAPES = [(4, 4, 8, 8), (3, 8, 5, 7), (2, 2, 16, 16), (5, 12, 3, 3)]
+# few channels; then 20 and 36 float64 channels (not a whole number of 8-double vectors), viewed 2 pixels per row
+SHAPES = [(4, 4, 8, 8), (3, 8, 5, 7), (2, 2, 16, 16), (5, 12, 3, 3), (4, 20, 4, 4), (2, 36, 3, 6)]
 
 
 def _input(shape: tuple[int, ...], dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -73,8 +75,32 @@ def test_module_counts_batches_and_follows_momentum_like_nn_batchnorm(momentum: 
     torch.testing.assert_close(ours(x), theirs(x), rtol=1e-12, atol=1e-12)
 
 
+def test_a_constant_channel_normalises_to_the_bias_like_torch() -> None:
+    x = _input((4, 20, 4, 4))
+    x[:, 3] = 2.5
+    bias = torch.randn(20, dtype=torch.float64)
+    ours, theirs = batch_norm(x, None, None, None, bias, True), F.batch_norm(x, None, None, None, bias, True)
+    torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+
+
+def test_ragged_channels_in_float32_agree_with_torch_to_rounding() -> None:
+    torch.manual_seed(3)
+    x = _input((8, 36, 8, 8), torch.float32).requires_grad_()
+    assert _lanes_per_channel(x) == 4  # 4 x 36 floats: nine 64-byte vectors
+    weight, bias = torch.rand(36).requires_grad_(), torch.randn(36).requires_grad_()
+    ours = batch_norm(x, None, None, weight, bias, True)
+    theirs = F.batch_norm(x, None, None, weight, bias, True)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    grad = torch.randn_like(ours)
+    for a, b in zip(torch.autograd.grad(ours, [x, weight, bias], grad),
+                    torch.autograd.grad(theirs, [x, weight, bias], grad), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
 def test_other_inputs_take_torchs_own_path() -> None:
     assert not _eligible(torch.randn(2, 4, 8, 8))  # NCHW
     assert not _eligible(torch.randn(2, FEW_CHANNELS, 8, 8).contiguous(memory_format=torch.channels_last))
+    assert not _eligible(torch.randn(2, 48, 8, 8).contiguous(memory_format=torch.channels_last))  # 3 whole vectors
+    assert not _eligible(torch.randn(1, 36, 3, 5).contiguous(memory_format=torch.channels_last))  # 15 pixels, k=4
     assert not _eligible(torch.randn(2, 4, 1, 1).contiguous(memory_format=torch.channels_last))
     assert not _eligible(torch.randn(2, 4, 8, 8, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last))

@@ -56,7 +56,7 @@ def test_fused_pairs_give_the_plain_layers_outputs_and_gradients(layout: torch.m
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("affine", [False, True])
 @pytest.mark.parametrize("momentum", [0.1, None])
-@pytest.mark.parametrize("channels", [4, 32])  # the few-channel batch norm and ATen's
+@pytest.mark.parametrize("channels", [4, 36, 32])  # few channels, 36 (not whole vectors), ATen's own path
 def test_norm_and_relu_before_a_pair_keep_outputs_gradients_and_running_stats(
         layout: torch.memory_format, affine: bool, momentum: float | None, channels: int) -> None:
     torch.manual_seed(0)
