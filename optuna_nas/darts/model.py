@@ -16,8 +16,24 @@ from torch import nn
 from ..cost import network_cost
 from ..errors import NasError
 from ..layers import cat_channels
-from ..ops import FactorizedReduce, ReLUConvBN, build_operation
+from ..ops import ActivatedOperation, FactorizedReduce, ReLUConvBN, build_operation
 from .genotypes import Genotype
+
+# Activations that are a fixed function of their input (no parameters, no randomness): edges reading the same
+# node with equal ones (same type and settings) share one activated map, as the original code's separate
+# ReLUs compute the same numbers twice. PReLU and Swish learn per edge; RReLU draws per call.
+_SHAREABLE_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.CELU, nn.SELU, nn.SiLU, nn.GELU, nn.Tanh,
+                          nn.Sigmoid, nn.Hardswish, nn.Mish)
+
+
+def _shared_activation_key(op: nn.Module) -> str | None:
+    if not isinstance(op, ActivatedOperation):
+        return None
+    act = op.activation
+    if type(act) not in _SHAREABLE_ACTIVATIONS or getattr(act, "inplace", False):
+        return None
+    return repr(act)
+
 
 # The retraining networks of DARTS / A-DARTS: CIFAR at C=36 with 20 cells; ImageNet's mobile setting at C=48
 # with 14 cells (at most 600M multiply-adds).
@@ -45,18 +61,28 @@ class Cell(nn.Module):
             for e in edges
         )
         self.drop_prob = 0.0
+        self.shared_activation = tuple(_shared_activation_key(op) for op in self.ops)
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
+        activated: dict[tuple[int, str], torch.Tensor] = {}
         for i in range(self.steps):
             total = None
             for k in (2 * i, 2 * i + 1):
-                h = self.ops[k](states[self.indices[k]])
+                h = self._edge(k, states, activated)
                 if self.training and self.drop_prob > 0 and not isinstance(self.ops[k], nn.Identity):
                     h = drop_path(h, self.drop_prob, self.training)
                 total = h if total is None else total + h
             states.append(total)
         return cat_channels([states[i] for i in self.concat])
+
+    def _edge(self, k: int, states: list[torch.Tensor], activated: dict[tuple[int, str], torch.Tensor]) -> torch.Tensor:
+        op, source, key = self.ops[k], self.indices[k], self.shared_activation[k]
+        if key is None:
+            return op(states[source])
+        if (source, key) not in activated:
+            activated[source, key] = op.activation(states[source])
+        return op.body(activated[source, key])
 
 
 class AuxiliaryHead(nn.Module):

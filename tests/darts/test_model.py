@@ -1,0 +1,40 @@
+"""model.py: edges reading the same node share a fixed activation's map, and nothing else changes."""
+
+from __future__ import annotations
+
+import torch
+
+from optuna_nas.darts.genotypes import Edge, Genotype
+from optuna_nas.darts.model import Cell
+
+# node 2 and node 3 both read inputs 0 and 1 through ReLU edges; node 3's second edge reads input 1 with PReLU
+# (learned per edge), node 4 reads input 0 with RReLU (random per call) and with LeakyReLU (a different setting)
+NORMAL = (Edge("sep_conv_3x3", 0), Edge("dil_conv_3x3", 1), Edge("sep_conv_5x5", 0, "relu"),
+          Edge("sep_conv_3x3", 1, "prelu"), Edge("dil_conv_5x5", 0, "rrelu"), Edge("sep_conv_3x3", 0, "leaky_relu"),
+          Edge("skip_connect", 1), Edge("sep_conv_3x3", 1))
+GENOTYPE = Genotype(NORMAL, (2, 3, 4, 5), NORMAL, (2, 3, 4, 5))
+
+
+def _count_activation_calls(cell: Cell) -> list[int]:
+    calls = [0] * len(cell.ops)
+    for k, op in enumerate(cell.ops):
+        if hasattr(op, "activation"):
+            op.activation.register_forward_hook(lambda *_, k=k: calls.__setitem__(k, calls[k] + 1))
+    return calls
+
+
+def test_equal_fixed_activations_of_one_node_run_once_with_the_same_outputs_and_gradients() -> None:
+    torch.manual_seed(0)
+    cell = Cell(GENOTYPE, 6, 6, 4, reduction=False, reduction_prev=False).double().eval()
+    calls = _count_activation_calls(cell)
+    s0, s1 = (torch.randn(2, 6, 8, 8, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    shared = cell(s0, s1)
+    # edges 0 and 2 (input 0, ReLU) share; edges 1 and 7 (input 1, ReLU) share; PReLU, RReLU, LeakyReLU do not
+    assert calls == [1, 1, 0, 1, 1, 1, 0, 0]
+    grads = torch.autograd.grad(shared.sum(), (s0, s1, *cell.parameters()))
+
+    cell.shared_activation = (None,) * len(cell.ops)  # every edge its own activation, as the original code
+    unshared = cell(s0, s1)
+    torch.testing.assert_close(shared, unshared, rtol=1e-13, atol=1e-13)
+    for a, b in zip(grads, torch.autograd.grad(unshared.sum(), (s0, s1, *cell.parameters())), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
