@@ -8,6 +8,11 @@ of three shapes for x <= 0: a multiple of x, a multiple of expm1(x/α), or Swish
 
 with P, N, E_α scalar sums of the weights: the same function in about ten passes. Activations outside
 this family (a user's own) keep the one-at-a-time path.
+
+Its gradient is written out by hand (:class:`_FusedMixture`): autograd of the closed form keeps a dozen
+intermediate maps, or recomputes them all under a checkpoint and then walks about 35 backward passes; the
+hand-written backward keeps only x and takes about 25 passes, ATen's one-pass activation backwards
+(hardtanh, SiLU) and dot products doing most of it.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 import torch
 from timm.layers.activations import PReLU as TimmPReLU
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from ..ops import LearnableSwish
 
@@ -92,9 +98,133 @@ def mixture_from_terms(x: torch.Tensor, pos_coef: torch.Tensor, neg_coef: torch.
     return out
 
 
+def _flat_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``a`` and ``b`` as 1-D views with the same element order, where their layouts allow it."""
+    if a.is_contiguous() and b.is_contiguous():
+        return a.view(-1), b.view(-1)
+    last = torch.channels_last
+    if a.dim() == 4 and a.is_contiguous(memory_format=last) and b.is_contiguous(memory_format=last):
+        return a.permute(0, 2, 3, 1).reshape(-1), b.permute(0, 2, 3, 1).reshape(-1)
+    return None
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Σ a·b in one pass without a temporary (a weight's gradient)."""
+    flat = _flat_pair(a, b)
+    return torch.dot(*flat) if flat is not None else (a * b).sum()
+
+
+def _rrelu_slopes(x: torch.Tensor, lower: float, upper: float, seed: int) -> torch.Tensor:
+    # a generator of its own, seeded from torch's: backward draws the same slopes again instead of keeping them
+    generator = torch.Generator(device=x.device)
+    generator.manual_seed(seed)
+    return torch.empty_like(x).uniform_(lower, upper, generator=generator)
+
+
+def _term_layout(terms: tuple[Any, ...]) -> tuple[tuple[Any, ...], list[torch.Tensor]]:
+    """(the static structure of :func:`mixture_terms`'s result, its scalar tensors in order)."""
+    pos_coef, neg_coef, expm1_terms, extras = terms
+    scalars = [pos_coef, neg_coef, *(coef for _, coef in expm1_terms)]
+    kinds: list[tuple[Any, ...]] = []
+    for extra in extras:
+        if extra[0] == "swish":
+            scalars.extend(extra[1:3])
+            kinds.append(("swish",))
+        elif extra[0] == "rrelu":
+            scalars.append(extra[1])
+            kinds.append(("rrelu", extra[2], extra[3], int(torch.randint(2**62, ()))))
+        else:
+            scalars.append(extra[1])
+            kinds.append((extra[0],))
+    return (tuple(alpha for alpha, _ in expm1_terms), tuple(kinds)), scalars
+
+
+class _FusedMixture(torch.autograd.Function):
+    """:func:`mixture_from_terms` keeping only x (and RReLU's seed), its backward written out."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, layout: tuple[Any, ...], *scalars: torch.Tensor) -> torch.Tensor:
+        alphas, kinds = layout
+        c = [s.to(x.dtype) for s in scalars]
+        pos = torch.relu(x)
+        neg = x - pos
+        out = pos.mul_(c[0]).addcmul_(neg, c[1])
+        for alpha, coef in zip(alphas, c[2:], strict=False):
+            out.addcmul_(torch.expm1(neg / alpha if alpha != 1.0 else neg), coef)
+        i = 2 + len(alphas)
+        for kind in kinds:
+            if kind[0] == "relu6":
+                out.addcmul_(x.clamp(0.0, 6.0), c[i])
+            elif kind[0] == "swish":
+                out.addcmul_(torch.sigmoid_(x * c[i + 1]).mul_(x), c[i])
+                i += 1
+            else:
+                out.addcmul_(_rrelu_slopes(x, *kind[1:]).mul_(neg), c[i])
+            i += 1
+        ctx.save_for_backward(x, *scalars)
+        ctx.layout = layout
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, *scalars = ctx.saved_tensors
+        alphas, kinds = ctx.layout
+        need = ctx.needs_input_grad[2:]
+        c = [s.to(x.dtype) for s in scalars]
+        grads: list[torch.Tensor | None] = [None] * len(scalars)
+        neg = torch.clamp(x, max=0.0)  # min(x, 0); its slope is 1 where x <= 0, as autograd takes x - relu(x)
+        if need[0]:
+            grads[0] = _dot(grad, torch.relu(x))
+        if need[1]:
+            grads[1] = _dot(grad, neg)
+        # the slope of the mixture where x <= 0, beyond N (expm1 terms, RReLU's random slopes)
+        neg_slope: torch.Tensor | None = None
+        for j, alpha in enumerate(alphas):
+            scaled = neg / alpha if alpha != 1.0 else neg
+            e = torch.expm1(scaled)
+            if need[2 + j]:
+                grads[2 + j] = _dot(grad, e)
+            term = e.add_(1.0).mul_(c[2 + j] / alpha)  # d/dx E·expm1(x/α) = (E/α)·exp(x/α)
+            neg_slope = term if neg_slope is None else neg_slope.add_(term)
+        i = 2 + len(alphas)
+        extra_grads: list[tuple[torch.Tensor, torch.Tensor]] = []  # (mask-applied gradient, weight) to add
+        for kind in kinds:
+            if kind[0] == "relu6":
+                if need[i]:
+                    grads[i] = _dot(grad, x.clamp(0.0, 6.0))
+                extra_grads.append((torch.ops.aten.hardtanh_backward(grad, x, 0.0, 6.0), c[i]))
+            elif kind[0] == "swish":  # w·x·σ(bx) = (w/b)·silu(bx): d/dx = w·silu'(bx)
+                z = x * c[i + 1]
+                sig = torch.sigmoid(z)
+                xs = sig * x
+                if need[i]:
+                    grads[i] = _dot(grad, xs)
+                if need[i + 1]:  # d/db = w·x²·σ(1-σ)
+                    grads[i + 1] = c[i] * _dot(grad, torch.addcmul(xs, xs, sig, value=-1.0).mul_(x))
+                extra_grads.append((torch.ops.aten.silu_backward(grad, z), c[i]))
+                i += 1
+            else:
+                slopes = _rrelu_slopes(x, *kind[1:])
+                if need[i]:
+                    grads[i] = _dot(grad, slopes * neg)
+                term = slopes.mul_(c[i])
+                neg_slope = term if neg_slope is None else neg_slope.add_(term)
+            i += 1
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            where_neg = c[1] if neg_slope is None else neg_slope.add_(c[1])
+            grad_x = grad * torch.where(x > 0, c[0], where_neg)
+            for masked, weight in extra_grads:
+                grad_x.addcmul_(masked, weight)
+        scalar_grads = [None if g is None else g.to(s.dtype) for g, s in zip(grads, scalars, strict=True)]
+        return grad_x, None, *scalar_grads
+
+
 def fused_mixture(x: torch.Tensor, weights: torch.Tensor, acts: Sequence[nn.Module]) -> torch.Tensor:
-    """Σ_k weights[k]·acts[k](x) for activations accepted by :func:`fusable`."""
-    return mixture_from_terms(x, *mixture_terms(weights, acts))
+    """Σ_k weights[k]·acts[k](x) for activations accepted by :func:`fusable` (see :class:`_FusedMixture`)."""
+    layout, scalars = _term_layout(mixture_terms(weights, acts))
+    return _FusedMixture.apply(x, layout, *scalars)
 
 
 @functools.cache

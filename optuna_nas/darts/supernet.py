@@ -146,10 +146,10 @@ class EdgeActivation(nn.Module):
         if not self.mixture:
             return [act(x) for act in self.acts]
         assert beta_weights is not None
-        if torch.is_grad_enabled() and _RECOMPUTE.get() and not self.compiled:
+        if torch.is_grad_enabled() and _RECOMPUTE.get() and not self.fused:
             # Recompute the mixture in the backward pass instead of keeping its intermediate tensors
-            # alive: it then costs the memory of one activation per edge, like DARTS. (A compiled mixture
-            # already keeps only its inputs: torch.compile recomputes element-wise work in backward.)
+            # alive: it then costs the memory of one activation per edge, like DARTS. (The fused mixture
+            # keeps only its input, eager or compiled: see mixture.py.)
             return [checkpoint(self._mix, x, beta_weights, use_reentrant=False)]
         return [self._mix(x, beta_weights)]
 
