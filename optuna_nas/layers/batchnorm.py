@@ -3,21 +3,20 @@
 Why it exists: ATen's channels-last batch-norm kernels vectorise across channels, and run several times
 slower than on the same number of elements otherwise in two cases (torch 2.15 CPU, AVX-512, float32):
 
-* few channels, the 4 or 8 a PC-DARTS operator sees (C/K): at 64x4x32x32, 1.07 ms forward and 0.86 ms
-  backward, against 0.16 ms and 0.13 ms here;
+* few channels, the 4 or 8 a PC-DARTS operator sees (C/K): at 64x4x32x32, 1.15 ms forward and 0.94 ms
+  backward, against 0.11 ms and 0.11 ms here;
 * a channel count that does not fill whole 64-byte vectors, as DARTS's C=36 retraining network has
-  (36, 72, 108 channels): at 32x36x32x32 the backward takes 0.92 ms, against 0.29 ms at 32 channels and
-  0.27 ms here.
+  (36, 72, 108 channels): at 32x36x32x32, 0.63 ms forward and 1.55 ms backward, against 0.23 ms and
+  0.56 ms here (at 32 channels ATen takes 0.23 ms and 0.29 ms).
 
 Here the (N·H·W, C) matrix a channels-last tensor already is gets viewed as (N·H·W / k, k·C), with k·C a
-whole number of vectors (and at least 64 lanes for few channels); the k partial results of a channel are
-then combined. Few channels are reduced with torch's column sums; other channel counts go through ATen's
-own kernels on that view, now vectorised (per-lane statistics combined exactly, then its evaluation-mode
-normalisation with those statistics). The backward is ATen's on the view for both, with the true channel
-mean, giving Σg and Σg·(x - mean) per lane in one pass. Same function: the mean and biased variance of a
-batch, its running-statistics update (unbiased variance), the batch-norm gradient; only the order of
-floating-point additions differs. Everything else (evaluation mode, 64-byte channel counts, other layouts,
-devices or dtypes, pixel counts the view cannot split) goes to ``torch.nn.functional.batch_norm``.
+whole number of vectors (and at least 64 lanes for few channels), and ATen's own kernels run on that view,
+now vectorised: per-lane statistics (combined exactly into each channel's), then its evaluation-mode
+normalisation with those statistics; in backward, with the true channel mean, Σg and Σg·(x - mean) per
+lane in one pass. Same function: the mean and biased variance of a batch, its running-statistics update
+(unbiased variance), the batch-norm gradient; only the order of floating-point additions differs. Everything
+else (evaluation mode, 64-byte channel counts, other layouts, devices or dtypes, pixel counts the view cannot
+split) goes to ``torch.nn.functional.batch_norm``.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-FEW_CHANNELS = 16  # below this many channels the column sums here are faster (benchmarks/bench_darts_search.py)
+FEW_CHANNELS = 16  # below this many channels every count takes the path here
 _MIN_FEW_LANES = 64
 _VECTOR_BYTES = 64  # AVX-512, the widest vector ATen's CPU kernels use; a multiple of every narrower one
 
@@ -64,10 +63,6 @@ def _rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     return x.permute(0, 2, 3, 1).reshape(x.numel() // (k * x.shape[1]), k * x.shape[1]), k
 
 
-def _channel_sum(rows: torch.Tensor, k: int) -> torch.Tensor:
-    return rows.sum(0).view(k, -1).sum(0)
-
-
 def _tile(per_channel: torch.Tensor, k: int) -> torch.Tensor:
     """A per-channel vector for the k·C lanes of a row (``torch.cat``: a quarter of ``repeat``'s overhead)."""
     return torch.cat([per_channel] * k)
@@ -81,36 +76,16 @@ def _as_image(rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 def _forward(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
              eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(output, mean, biased variance, 1/std) of an eligible ``x``."""
-    if x.shape[1] < FEW_CHANNELS:
-        return _few_forward(x, weight, bias, eps)
     rows, k = _rows(x)
     lanes = rows.view(*rows.shape, 1, 1)
-    _, lane_mean, lane_invstd = torch.ops.aten.native_batch_norm(lanes, None, None, None, None, True, 0.0, 0.0)
-    lane_mean = lane_mean.view(k, -1)
+    lane_mean, lane_var = torch.ops.aten.batch_norm_update_stats(lanes, None, None, 0.0)  # biased variance
+    lane_mean, lane_var = lane_mean.view(k, -1), lane_var.view(k, -1)
     mean = lane_mean.mean(0)
-    # ATen's 1/std of a constant lane without eps is 0, not inf
-    lane_var = torch.where(lane_invstd > 0, lane_invstd.pow(-2), 0.0).view(k, -1)
     # the variance of k equal-sized parts: the mean of their variances plus the variance of their means
     var = lane_var.mean(0) + (lane_mean - mean).pow(2).mean(0)
     weight_k, bias_k = (None if t is None else _tile(t, k) for t in (weight, bias))
     out = torch.ops.aten.native_batch_norm(lanes, weight_k, bias_k, _tile(mean, k), _tile(var, k), False, 0.0, eps)[0]
     return _as_image(out.view(rows.shape), x), mean, var, torch.rsqrt(var + eps)
-
-
-def _few_forward(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
-                 eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(output, mean, biased variance, 1/std) of a few-channel channels-last ``x``."""
-    rows, k = _rows(x)
-    count = rows.shape[0] * k
-    mean = _channel_sum(rows, k) / count
-    centred = rows - _tile(mean, k)
-    var = _channel_sum(centred * centred, k) / count
-    invstd = torch.rsqrt(var + eps)
-    scale = invstd if weight is None else invstd * weight
-    out = centred * _tile(scale, k)
-    if bias is not None:
-        out += _tile(bias, k)
-    return _as_image(out, x), mean, var, invstd
 
 
 def _backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None, mean: torch.Tensor,
