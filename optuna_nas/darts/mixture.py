@@ -253,7 +253,8 @@ def _compiled_from_terms() -> Any:
 
 def compiled_mixture(x: torch.Tensor, weights: torch.Tensor, acts: Sequence[nn.Module]) -> torch.Tensor:
     """:func:`fused_mixture` with its element-wise passes compiled into one loop forward and one backward by
-    ``torch.compile`` (measured on CPU at 64x16x32x32: 6.2 ms against 15.9 ms forward+backward). The same
+    ``torch.compile`` (measured on CPU at 64x16x32x32: 6.3 ms forward+backward, against 8.3 ms for the eager
+    :class:`_FusedMixture`, a quarter of it drawing RReLU's slopes with torch's serial CPU generator). The same
     function; the random RReLU slopes come from the compiler's generator instead of torch's. The first call
     compiles (seconds), so this is an option for long searches, not the default."""
     return _compiled_from_terms()(x, *mixture_terms(weights, acts))

@@ -149,7 +149,7 @@ class EdgeActivation(nn.Module):
         if torch.is_grad_enabled() and _RECOMPUTE.get() and not self.fused:
             # Recompute the mixture in the backward pass instead of keeping its intermediate tensors
             # alive: it then costs the memory of one activation per edge, like DARTS. (The fused mixture
-            # keeps only its input, eager or compiled: see mixture.py.)
+            # needs no checkpoint: eager, it keeps its input and RReLU's slopes; compiled, its inputs.)
             return [checkpoint(self._mix, x, beta_weights, use_reentrant=False)]
         return [self._mix(x, beta_weights)]
 
