@@ -14,6 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 from optuna_nas.cli import main
+from optuna_nas.storage import open_storage
 
 TINY = ["--dataset", "synthetic", "--channels", "4", "--layers", "3", "--quiet", "--heartbeat-interval", "1",
         "--grace-period", "3"]
@@ -25,7 +26,8 @@ def _command(tmp_path: Path, *args: str) -> list[str]:
 
 
 def _trials(tmp_path: Path, name: str) -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'db.sqlite'}").trials
+    # open_storage: the child may be creating the schema at this moment (a plain RDBStorage can fail on that race)
+    return optuna.load_study(study_name=name, storage=open_storage(f"sqlite:///{tmp_path / 'db.sqlite'}")).trials
 
 
 @pytest.mark.slow
