@@ -11,7 +11,7 @@ from torch import nn
 from optuna_nas.layers import SeparableSequential
 from optuna_nas.ops import dil_conv_body, sep_conv_body
 
-from _autograd import saved_bytes
+from _autograd import assert_same_function, saved_bytes
 
 LAYOUTS = [torch.contiguous_format, torch.channels_last]
 # (factory, stride): DARTS's SepConv 3x3/5x5 and DilConv 3x3/5x5 at both strides, and odd input sizes
@@ -70,14 +70,7 @@ def test_norm_and_relu_before_a_pair_keep_outputs_gradients_and_running_stats(
     plain = nn.Sequential(*copy.deepcopy(ours))
     for _ in range(2):  # the second step uses the running statistics the first one left
         x = torch.randn(3, channels, 8, 8, dtype=torch.float64).contiguous(memory_format=layout)
-        x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
-        y1, y2 = ours(x1), plain(x2)
-        torch.testing.assert_close(y1, y2, rtol=1e-12, atol=1e-12)
-        grad = torch.randn_like(y1)
-        got = torch.autograd.grad(y1, [x1, *ours.parameters()], grad)
-        want = torch.autograd.grad(y2, [x2, *plain.parameters()], grad)
-        for a, b in zip(got, want, strict=True):
-            torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
+        assert_same_function(ours, plain, x, grad_tol=1e-11)
     for a, b in zip(ours.buffers(), plain.buffers(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)  # running mean, variance, batch count
 

@@ -8,6 +8,8 @@ from torch import nn
 
 from optuna_nas.layers.strided import DilatedConv2d, cat_channels, subsample
 
+from _autograd import assert_same_function
+
 LAYOUTS = [torch.contiguous_format, torch.channels_last]
 
 
@@ -42,15 +44,7 @@ def test_dilated_convolution_equals_nn_conv2d(layout: torch.memory_format, kerne
     ours = DilatedConv2d(4, 4, kernel, stride, padding, dilation=dilation, groups=groups, bias=True).double()
     ours.load_state_dict(plain.state_dict())  # the same parameters, by the same names
     x = torch.randn(2, 4, size, size + 2, dtype=torch.float64).contiguous(memory_format=layout)
-    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
-    y1, y2 = plain(x1), ours(x2)
-    assert y1.shape == y2.shape
-    torch.testing.assert_close(y2, y1, rtol=1e-12, atol=1e-12)
-    grad = torch.randn_like(y1)
-    g1 = torch.autograd.grad(y1, [x1, *plain.parameters()], grad)
-    g2 = torch.autograd.grad(y2, [x2, *ours.parameters()], grad)
-    for a, b in zip(g2, g1, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert_same_function(ours, plain, x)
 
 
 def test_dilated_convolution_keeps_the_channels_last_layout() -> None:
