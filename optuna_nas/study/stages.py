@@ -74,13 +74,13 @@ class StudyObjective:
             raise
 
     def _run(self, trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", f"{platform.node()}:{os.getpid()}")  # also on a trial that gives way
         params = suggest_point(self.spec, trial)
         if self.spec.sampler == "grid":
             give_way_if_taken(trial, params)
         cfg = self.spec.configuration(params["configuration"])
         seed = int(params["seed"])
         trial.set_user_attr("configuration", cfg.name)
-        trial.set_user_attr("worker", f"{platform.node()}:{os.getpid()}")
         kind = self.spec.objective
         if kind == "search":
             objective = self.search_objective(cfg, seed, params)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,8 @@ from optuna_nas.artifacts import current_checkpoint
 from optuna_nas.cli import main
 from optuna_nas.darts.genotypes import Genotype
 from optuna_nas.retrain import load_architecture
+from optuna_nas.study.spec import load_study_file
+from optuna_nas.study.stages import StageContext, StudyObjective
 
 from _studies import TINY_RETRAIN, TINY_SEARCH, interrupt_after_first_epoch, write_study
 
@@ -243,3 +246,21 @@ def test_a_point_whose_only_trial_gave_way_still_runs(tmp_path: Path) -> None:
     assert main(["run", path, "--storage", storage, "--artifact-dir", str(tmp_path / "a"), "--quiet"]) == 0
     states = [t.state for t in optuna.load_study(study_name="gave-way", storage=storage).trials]
     assert states == [TrialState.PRUNED, TrialState.COMPLETE]
+
+
+def test_a_trial_that_gives_way_names_its_worker(tmp_path: Path) -> None:
+    """Two workers raced for one grid point: the later trial is PRUNED as a duplicate, and still says which
+    worker ran it (the dashboard and ``optuna trials`` show every trial's worker)."""
+    spec = load_study_file(write_study(tmp_path, "raced"))
+    storage = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    study = optuna.create_study(study_name="raced", storage=storage)
+    point = {"configuration": "darts_v2", "seed": 0}
+    dist = {"configuration": optuna.distributions.CategoricalDistribution(["darts_v2"]),
+            "seed": optuna.distributions.IntDistribution(0, 0)}
+    study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=0.5, params=point, distributions=dist))
+    study.enqueue_trial(point)
+    trial = study.ask()
+    with pytest.raises(optuna.TrialPruned, match="already taken by trial 0"):
+        StudyObjective(spec, StageContext(storage, "raced"))(trial)
+    attrs = study.trials[trial.number].user_attrs
+    assert attrs["duplicate_of"] == 0 and attrs["worker"].endswith(f":{os.getpid()}")
