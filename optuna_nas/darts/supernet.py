@@ -39,7 +39,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import NasError
-from ..layers import BatchNorm2d, batch_norm, cat_channels, pool_batch_norm
+from ..layers import BatchNorm2d, batch_norm, cat_channels, pool_batch_norm, shuffled_cat
 from ..ops import FactorizedReduce, ReLUConvBN, create_activation, operation_spec
 from .candidates import Candidate, alpha_candidates, candidate_names, edge_candidates
 from .genotypes import CELL_TYPES
@@ -164,15 +164,6 @@ class EdgeActivation(nn.Module):
         return mixed
 
 
-def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """PC-DARTS's shuffle; the result keeps the input's memory layout (mixing layouts slows convolutions)."""
-    b, c, h, w = x.shape
-    out = x.reshape(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
-    if x.is_contiguous(memory_format=torch.channels_last):
-        out = out.contiguous(memory_format=torch.channels_last)
-    return out
-
-
 def _split_final_norm(op: nn.Module) -> tuple[nn.Module, nn.BatchNorm2d] | None:
     if isinstance(op, nn.Sequential) and isinstance(op[-1], nn.BatchNorm2d) and not op[-1].affine:
         return op[:-1], op[-1]
@@ -243,7 +234,7 @@ class MixedEdge(nn.Module):
             return out
         if self.stride > 1:
             bypass = self.bypass_pool(bypass)
-        return channel_shuffle(cat_channels([out, bypass]), self.k)
+        return shuffled_cat(out, bypass, self.k)
 
 
 class SearchCell(nn.Module):
