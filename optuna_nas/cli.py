@@ -152,7 +152,8 @@ def _add_search_darts(engines: Any) -> None:
                    help="save most activation memory for about one extra forward pass per step")
     s.add_argument("--compile-mixture", action="store_true",
                    help="torch.compile the activation mixture of factorized searches into one kernel each way (a "
-                        "few seconds to compile; on CPU level with the default hand-written mixture)")
+                        "few seconds to compile, a C++ compiler needed; on CPU about 5%% faster steps than the "
+                        "default hand-written mixture)")
     s.add_argument("--unrolled", action="store_true", help="DARTS second-order architecture gradient")
     s.add_argument("--beta-pass", choices=["shared", "separate"], default=SEARCH_SETTINGS.beta_pass,
                    help="separate: a second validation pass for β, exactly as Algorithm 1")

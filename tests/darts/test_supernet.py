@@ -405,3 +405,25 @@ def test_spaces_without_groups_have_no_group_logits_and_plain_softmax_weights() 
     alpha = torch.softmax(net.alphas_normal, -1)
     assert net.candidate_weights(alpha, []) is alpha
     assert net.config.edge_candidates() == (net.config.candidates(), list(range(8)))
+
+
+def test_compiled_mixture_draws_the_eager_mixtures_rrelu_slopes() -> None:
+    """In training, ``--compile-mixture`` computes what the eager mixture computes under the same seed,
+    RReLU's random slopes included (both draw them from torch's generator)."""
+    from optuna_nas.darts.mixture import compiled_mixture, fused_mixture
+
+    if not _inductor_works():
+        pytest.skip("torch.compile cannot build CPU kernels here (no C++ compiler or Python headers)")
+    act = tiny_network("factorized").cells[0].edges[0].activation
+    act.train(True)
+    acts = list(act.acts)
+    x = (3 * torch.randn(2, 4, 8, 8)).requires_grad_()
+    beta = torch.softmax(torch.randn(len(acts)), 0).requires_grad_()
+    results = []
+    for mixture, seed in ((fused_mixture, 5), (compiled_mixture, 5), (compiled_mixture, 6)):
+        torch.manual_seed(seed)
+        out = mixture(x, beta, acts)
+        results.append((out, *torch.autograd.grad(out.square().sum(), [x, beta])))
+    for a, b in zip(results[0], results[1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(results[1][0], results[2][0])  # another seed, other slopes
