@@ -323,22 +323,35 @@ def side_by_side(results: dict[str, dict[str, Any]], full: bool) -> list[dict[st
     return rows
 
 
+def _step_ratio(ours: dict[str, Any], other: dict[str, Any]) -> tuple[float | None, list[float]]:
+    """ours / other step time, and each round's ratio. Over several rounds the value is the median of the
+    rounds' ratios: the two runs of a round are minutes apart, so a drift of the machine cancels out, where
+    the ratio of the two median rounds can pair a slow round with a fast one."""
+    per_round = [a / b for a, b in zip(ours.get("round_step_s") or [], other.get("round_step_s") or [], strict=False)
+                 if a is not None and b]
+    if len(per_round) > 1:
+        return statistics.median(per_round), per_round
+    return _ratio(ours["step_s"], other["step_s"]), []
+
+
 def targets(results: dict[str, dict[str, Any]], full: bool) -> list[dict[str, Any]]:
     """The targets that this run's modes allow checking: value, limit, MET / MISSED, and what it is against."""
     out: list[dict[str, Any]] = []
 
-    def check(name: str, value: float | None, limit: float, unit: str, against: str) -> None:
+    def check(name: str, value: float | None, limit: float, unit: str, against: str,
+              per_round: list[float] | None = None) -> None:
         met = None if value is None else value <= limit
         out.append({"target": name, "value": value, "limit": limit, "unit": unit, "against": against,
-                    "met": met})
+                    "met": met, "per_round": per_round or []})
 
     def vs_original(name: str, ours_mode: str, original_mode: str, limit: float) -> None:
         ours = _ok(results, ours_mode)
         if ours is None:
             return
         original, source = _original(results, original_mode, full)
-        value = _ratio(ours["step_s"], original["step_s"]) if original else None
-        check(name, value, limit, "x", f"{original_mode} ({source})" if original else "no original (--reference)")
+        value, per_round = _step_ratio(ours, original) if original else (None, [])
+        check(name, value, limit, "x", f"{original_mode} ({source})" if original else "no original (--reference)",
+              per_round)
 
     for mode in ("fixed:relu", "fixed:relu+recompute"):
         vs_original(f"DARTS step, ours ({mode}) / original", mode, "original:darts", DARTS_VS_ORIGINAL)
@@ -351,8 +364,8 @@ def targets(results: dict[str, dict[str, Any]], full: bool) -> list[dict[str, An
                               ("factorized+compile", "factorized+compile step / fixed:relu step",
                                FACTORIZED_VS_RELU)):
         if (r := _ok(results, mode)) is not None:
-            check(name, _ratio(r["step_s"], base["step_s"] if base else None), limit, "x",
-                  "fixed:relu (this run)" if base else "fixed:relu not measured")
+            value, per_round = _step_ratio(r, base) if base else (None, [])
+            check(name, value, limit, "x", "fixed:relu (this run)" if base else "fixed:relu not measured", per_round)
     vs_original("DARTS_V2 retrain fwd+bwd, ours / original", "retrain", "original:retrain", RETRAIN_VS_ORIGINAL)
     return out
 
@@ -395,7 +408,8 @@ def report(results: dict[str, dict[str, Any]], full: bool = True) -> dict[str, l
             unit = " GB" if t["unit"] == "GB" else "x"
             value, limit = _fmt(t["value"]) + (unit if t["value"] is not None else ""), f"<= {t['limit']:.2f}{unit}"
             met = "n/a" if t["met"] is None else verdict(t["met"])
-            print(f"{t['target']:<52}{value:>9}  {limit:<11}{met:<8}against {t['against']}")
+            rounds = f"; rounds {' '.join(f'{x:.2f}' for x in t['per_round'])}" if t["per_round"] else ""
+            print(f"{t['target']:<52}{value:>9}  {limit:<11}{met:<8}against {t['against']}{rounds}")
     loads = ", ".join(f"{m} {r['load_avg']:.1f}" for m, r in results.items() if "load_avg" in r)
     print(f"\n1-min load average at the end of each mode ({os.cpu_count()} cores): {loads}")
     return {"side_by_side": rows, "targets": checked}
