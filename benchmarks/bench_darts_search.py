@@ -485,7 +485,8 @@ def main() -> None:
                              "shapes and print it side by side with ours")
     parser.add_argument("--repeat", type=int, default=1, metavar="R",
                         help="run every mode R times, round by round, each in a fresh process, and report the "
-                             "round with the median step time (ratios then compare typical processes)")
+                             "round with the median step time; a target's ratio is the median of the rounds' "
+                             "own ratios")
     parser.add_argument("--json", type=Path, help="write all results here")
     parser.add_argument("--single-mode", choices=(*ALL_MODES, *ORIGINAL_KIND), help=argparse.SUPPRESS)
     parser.add_argument("--shapes", choices=SHAPES, default="full", help=argparse.SUPPRESS)  # "tiny": smoke test
