@@ -148,6 +148,11 @@ class ReLUConvBN(nn.Sequential):
             BatchNorm2d(c_out, affine=affine),
         )
 
+    def after_relu(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution and BatchNorm of an input ReLU'd already: a network whose cell outputs are read by
+        two cells (as s1, then as s0) ReLUs each once for both."""
+        return self[2](self[1](x))
+
 
 class FactorizedReduce(nn.Module):
     """Halves the resolution with two offset 1x1 stride-2 convolutions (strided skip_connect).
@@ -168,7 +173,10 @@ class FactorizedReduce(nn.Module):
         self.bn = BatchNorm2d(c_out, affine=affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(x)
+        return self.after_relu(self.relu(x))
+
+    def after_relu(self, x: torch.Tensor) -> torch.Tensor:
+        """The two convolutions and the BatchNorm of an input ReLU'd already (as ``ReLUConvBN.after_relu``)."""
         if x.shape[-1] % 2 or x.shape[-2] % 2:  # odd sizes: pad so the shifted half has the same shape
             shifted = subsample(nn.functional.pad(x[:, :, 1:, 1:], (0, 1, 0, 1)))
         else:

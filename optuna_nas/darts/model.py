@@ -64,7 +64,12 @@ class Cell(nn.Module):
         self.shared_activation = tuple(_shared_activation_key(op) for op in self.ops)
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        return self.from_activated(torch.relu(s0), torch.relu(s1))
+
+    def from_activated(self, r0: torch.Tensor, r1: torch.Tensor) -> torch.Tensor:
+        """The cell on its inputs' ReLUs (the preprocessing starts with a ReLU): the network computes the ReLU of
+        each cell output once for the two cells that read it."""
+        states = [self.preprocess0.after_relu(r0), self.preprocess1.after_relu(r1)]
         activated: dict[tuple[int, str], torch.Tensor] = {}
         for i in range(self.steps):
             total = None
@@ -197,9 +202,16 @@ class DiscreteNetwork(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Logits; in training mode with an auxiliary head, ``(logits, auxiliary_logits)``."""
         s0, s1 = self.stem(x)
+        # each cell output is s1 of the next cell and s0 of the one after, both preprocessed from its ReLU:
+        # computed once (r1 becomes r0), and never for the last output, which only the classifier reads
+        r0 = torch.relu(s0)
+        r1 = r0 if s1 is s0 else torch.relu(s1)
         logits_aux = None
         for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1)
+            s1 = cell.from_activated(r0, r1)
+            r0 = r1
+            if i + 1 < len(self.cells):
+                r1 = torch.relu(s1)
             if i == self.aux_position and self.auxiliary_head is not None and self.training:
                 logits_aux = self.auxiliary_head(s1)
         logits = self.classifier(self.global_pooling(s1).flatten(1))

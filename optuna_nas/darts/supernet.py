@@ -262,7 +262,12 @@ class SearchCell(nn.Module):
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, op_w: torch.Tensor,
                 beta_w: torch.Tensor | None, edge_w: torch.Tensor | None) -> torch.Tensor:
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        return self.from_activated(torch.relu(s0), torch.relu(s1), op_w, beta_w, edge_w)
+
+    def from_activated(self, r0: torch.Tensor, r1: torch.Tensor, op_w: torch.Tensor,
+                       beta_w: torch.Tensor | None, edge_w: torch.Tensor | None) -> torch.Tensor:
+        """The cell on its inputs' ReLUs (see ``model.Cell.from_activated``)."""
+        states = [self.preprocess0.after_relu(r0), self.preprocess1.after_relu(r1)]
         offset = 0
         for _ in range(self.steps):
             total: torch.Tensor | None = None
@@ -394,9 +399,15 @@ class SearchNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weights = {t: self.operator_weights(t) for t in CELL_TYPES}
-        s0 = s1 = self.stem(x)
+        s1 = self.stem(x)
         recompute = self.recompute_cells and torch.is_grad_enabled() and _RECOMPUTE.get()
-        for cell in self.cells:
-            args = (s0, s1, *weights["reduce" if cell.reduction else "normal"])
-            s0, s1 = s1, checkpoint(cell, *args, use_reentrant=False) if recompute else cell(*args)
+        # the ReLU of each cell output once for the two cells that read it (as model.DiscreteNetwork)
+        r0 = r1 = torch.relu(s1)
+        for i, cell in enumerate(self.cells):
+            args = (r0, r1, *weights["reduce" if cell.reduction else "normal"])
+            run = cell.from_activated
+            s1 = checkpoint(run, *args, use_reentrant=False) if recompute else run(*args)
+            r0 = r1
+            if i + 1 < len(self.cells):
+                r1 = torch.relu(s1)
         return self.classifier(self.global_pooling(s1).flatten(1))

@@ -1,11 +1,14 @@
-"""model.py: edges reading the same node share a fixed activation's map, and nothing else changes."""
+"""model.py: edges reading the same node share a fixed activation's map, the two cells reading a cell output
+share its ReLU, and nothing else changes."""
 
 from __future__ import annotations
 
 import torch
 
-from optuna_nas.darts.genotypes import Edge, Genotype
-from optuna_nas.darts.model import Cell
+from optuna_nas.darts.genotypes import BUILTIN_GENOTYPES, Edge, Genotype
+from optuna_nas.darts.model import Cell, DiscreteNetwork, network_cifar
+
+from _relu_count import relu_calls
 
 # node 2 and node 3 both read inputs 0 and 1 through ReLU edges; node 3's second edge reads input 1 with PReLU
 # (learned per edge), node 4 reads input 0 with RReLU (random per call) and with LeakyReLU (a different setting)
@@ -37,4 +40,27 @@ def test_equal_fixed_activations_of_one_node_run_once_with_the_same_outputs_and_
     unshared = cell(s0, s1)
     torch.testing.assert_close(shared, unshared, rtol=1e-13, atol=1e-13)
     for a, b in zip(grads, torch.autograd.grad(unshared.sum(), (s0, s1, *cell.parameters())), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def _cell_by_cell(net: DiscreteNetwork, x: torch.Tensor) -> torch.Tensor:
+    """The original code's loop: every cell ReLUs both of its inputs itself."""
+    s0, s1 = net.stem(x)
+    for cell in net.cells:
+        s0, s1 = s1, cell(s0, s1)
+    return net.classifier(net.global_pooling(s1).flatten(1))
+
+
+def test_each_cell_output_is_relud_once_for_both_cells_that_read_it() -> None:
+    torch.manual_seed(0)
+    net = network_cifar(BUILTIN_GENOTYPES["DARTS_V2"], channels=4, num_classes=3, layers=5, auxiliary=False)
+    net = net.double().eval()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    # the stem's output (s0 and s1 of the first cell) and every cell output but the last: one ReLU each
+    assert relu_calls(lambda: _cell_by_cell(net, x)) - relu_calls(lambda: net(x)) == len(net.cells)
+    params = list(net.parameters())
+    shared, plain = net(x), _cell_by_cell(net, x)
+    torch.testing.assert_close(shared, plain, rtol=1e-13, atol=1e-13)
+    for a, b in zip(torch.autograd.grad(shared.square().sum(), params),
+                    torch.autograd.grad(plain.square().sum(), params), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

@@ -14,6 +14,7 @@ from optuna_nas.darts.supernet import SearchNetwork, SuperNetConfig
 from optuna_nas.darts.trilevel import TriLevelOptimizer
 from optuna_nas.errors import NasError
 
+from _relu_count import relu_calls
 from _tiny import tiny_config, tiny_network
 
 FROZEN = {c: ("selu", "relu") * 7 for c in CELL_TYPES}
@@ -427,3 +428,28 @@ def test_compiled_mixture_draws_the_eager_mixtures_rrelu_slopes() -> None:
     for a, b in zip(results[0], results[1], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     assert not torch.allclose(results[1][0], results[2][0])  # another seed, other slopes
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+def test_each_cell_output_is_relud_once_for_both_cells_that_read_it(recompute: bool) -> None:
+    net = tiny_network("fixed:relu", recompute_cells=recompute).double()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+
+    def cell_by_cell() -> torch.Tensor:  # the original code's loop: every cell ReLUs both of its inputs itself
+        weights = {t: net.operator_weights(t) for t in CELL_TYPES}
+        s0 = s1 = net.stem(x)
+        for cell in net.cells:
+            s0, s1 = s1, cell(s0, s1, *weights["reduce" if cell.reduction else "normal"])
+        return net.classifier(net.global_pooling(s1).flatten(1))
+
+    with torch.no_grad():
+        assert relu_calls(cell_by_cell) - relu_calls(lambda: net(x)) == len(net.cells)
+    params = list(net.parameters())
+    torch.manual_seed(1)
+    shared = net(x)
+    torch.manual_seed(1)
+    plain = cell_by_cell()
+    torch.testing.assert_close(shared, plain, rtol=1e-13, atol=1e-13)
+    for a, b in zip(torch.autograd.grad(shared.square().sum(), params),
+                    torch.autograd.grad(plain.square().sum(), params), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
