@@ -27,7 +27,7 @@ Users add an operator or an activation without editing the library::
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -91,6 +91,21 @@ def check_activation(name: str) -> str:
 
 def create_activation(name: str) -> nn.Module:
     return _ACTIVATIONS[check_activation(name)]()
+
+
+# Activations that are a fixed function of their input (no parameters, no randomness): edges reading the same
+# node with equal ones (same type and settings) share one activated map, where the original code's separate
+# ReLUs compute the same numbers again. PReLU and Swish learn per edge; RReLU draws per call.
+_SHAREABLE_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.CELU, nn.SELU, nn.SiLU, nn.GELU, nn.Tanh,
+                          nn.Sigmoid, nn.Hardswish, nn.Mish)
+
+
+def activation_share_key(acts: Sequence[nn.Module]) -> str | None:
+    """Equal for activations that compute the same maps from the same input; None where one of them learns,
+    draws at random or works in place (its map is then its own)."""
+    if not acts or any(type(a) not in _SHAREABLE_ACTIVATIONS or getattr(a, "inplace", False) for a in acts):
+        return None
+    return "|".join(repr(a) for a in acts)
 
 
 def operation_names() -> list[str]:

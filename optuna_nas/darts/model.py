@@ -16,23 +16,13 @@ from torch import nn
 from ..cost import network_cost
 from ..errors import NasError
 from ..layers import cat_channels
-from ..ops import ActivatedOperation, FactorizedReduce, ReLUConvBN, build_operation
+from ..ops import ActivatedOperation, FactorizedReduce, ReLUConvBN, activation_share_key, build_operation
 from .genotypes import Genotype
-
-# Activations that are a fixed function of their input (no parameters, no randomness): edges reading the same
-# node with equal ones (same type and settings) share one activated map, as the original code's separate
-# ReLUs compute the same numbers twice. PReLU and Swish learn per edge; RReLU draws per call.
-_SHAREABLE_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.CELU, nn.SELU, nn.SiLU, nn.GELU, nn.Tanh,
-                          nn.Sigmoid, nn.Hardswish, nn.Mish)
 
 
 def _shared_activation_key(op: nn.Module) -> str | None:
-    if not isinstance(op, ActivatedOperation):
-        return None
-    act = op.activation
-    if type(act) not in _SHAREABLE_ACTIVATIONS or getattr(act, "inplace", False):
-        return None
-    return repr(act)
+    """Edges reading the same node with equal fixed activations share one activated map (``ops``)."""
+    return activation_share_key([op.activation]) if isinstance(op, ActivatedOperation) else None
 
 
 # The retraining networks of DARTS / A-DARTS: CIFAR at C=36 with 20 cells; ImageNet's mobile setting at C=48

@@ -40,7 +40,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..errors import NasError
 from ..layers import BatchNorm2d, batch_norm, cat_channels, pool_batch_norm, shuffled_cat
-from ..ops import FactorizedReduce, ReLUConvBN, create_activation, operation_spec
+from ..ops import FactorizedReduce, ReLUConvBN, activation_share_key, create_activation, operation_spec
 from .candidates import Candidate, alpha_candidates, candidate_names, edge_candidates
 from .genotypes import CELL_TYPES
 from .mixture import compiled_mixture, fusable, fused_mixture
@@ -215,13 +215,31 @@ class MixedEdge(nn.Module):
         self._folded = [_split_final_norm(op) for op in ops]
         if self.k > 1 and stride > 1:
             self.bypass_pool = nn.MaxPool2d(2, 2, ceil_mode=True)
+        # equal for edges whose σ are the same fixed function: a cell computes it once per node for them
+        shares = self.activation is not None and not self.activation.mixture
+        self.share_key = activation_share_key(list(self.activation.acts)) if shares else None
 
     def forward(self, x: torch.Tensor, op_weights: torch.Tensor, beta_weights: torch.Tensor | None) -> torch.Tensor:
         """``op_weights``: one weight per candidate this edge computes (softmax(α) without operator groups)."""
-        if self.k > 1:
-            # split, not two slices: its backward is one cat in x's memory layout (a slice's is NCHW)
-            x, bypass = torch.split(x, [self.op_channels, x.shape[1] - self.op_channels], dim=1)
-        activated = self.activation(x, beta_weights) if self.activation is not None else []
+        part, bypass = self.split(x)
+        return self.combine(part, bypass, self.activate(part, beta_weights), op_weights)
+
+    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(the 1/K of the channels the candidates see, the rest, which bypasses them; None when K = 1). The same
+        for every edge of a cell: a cell splits each node once."""
+        if self.k == 1:
+            return x, None
+        # split, not two slices: its backward is one cat in x's memory layout (a slice's is NCHW)
+        part, bypass = torch.split(x, [self.op_channels, x.shape[1] - self.op_channels], dim=1)
+        return part, bypass
+
+    def activate(self, part: torch.Tensor, beta_weights: torch.Tensor | None) -> list[torch.Tensor]:
+        """σ(x) for the candidates that take it (one map per activation)."""
+        return self.activation(part, beta_weights) if self.activation is not None else []
+
+    def combine(self, x: torch.Tensor, bypass: torch.Tensor | None, activated: list[torch.Tensor],
+                op_weights: torch.Tensor) -> torch.Tensor:
+        """The weighted sum of the candidates on ``x`` and ``activated``, shuffled with ``bypass`` (PC-DARTS)."""
         out: torch.Tensor | None = None
         for i, (w, cand, op) in enumerate(zip(op_weights, self.candidates, self.ops, strict=True)):
             if cand.is_none:
@@ -230,7 +248,7 @@ class MixedEdge(nn.Module):
             y = _weighted(op, self._folded[i], inp, w)
             out = y if out is None else out + y
         assert out is not None
-        if self.k == 1:
+        if bypass is None:
             return out
         if self.stride > 1:
             bypass = self.bypass_pool(bypass)
@@ -268,12 +286,26 @@ class SearchCell(nn.Module):
                        beta_w: torch.Tensor | None, edge_w: torch.Tensor | None) -> torch.Tensor:
         """The cell on its inputs' ReLUs (see ``model.Cell.from_activated``)."""
         states = [self.preprocess0.after_relu(r0), self.preprocess1.after_relu(r1)]
+        # each node split once (PC-DARTS), and activated once for the edges with the same fixed σ
+        splits: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        activated: dict[tuple[int, str], list[torch.Tensor]] = {}
         offset = 0
         for _ in range(self.steps):
             total: torch.Tensor | None = None
             for j, h in enumerate(states):
                 e = offset + j
-                y = self.edges[e](h, op_w[e], None if beta_w is None else beta_w[e])
+                edge = self.edges[e]
+                if j not in splits:
+                    splits[j] = edge.split(h)
+                part, bypass = splits[j]
+                key = edge.share_key
+                if key is None:
+                    acts = edge.activate(part, None if beta_w is None else beta_w[e])
+                elif (j, key) in activated:
+                    acts = activated[j, key]
+                else:
+                    acts = activated[j, key] = edge.activate(part, None)
+                y = edge.combine(part, bypass, acts, op_w[e])
                 if edge_w is not None:
                     y = edge_w[e] * y
                 total = y if total is None else total + y

@@ -453,3 +453,30 @@ def test_each_cell_output_is_relud_once_for_both_cells_that_read_it(recompute: b
     for a, b in zip(torch.autograd.grad(shared.square().sum(), params),
                     torch.autograd.grad(plain.square().sum(), params), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(("mode", "k"), [("fixed:relu", 1), ("fixed:relu", 2), ("fixed:selu", 1), ("factorized", 1)])
+def test_edges_reading_one_node_through_one_fixed_activation_share_its_map(mode: str, k: int) -> None:
+    """A cell activates each node once for all its edges with the same fixed σ (and, with PC-DARTS, splits
+    it once): the same outputs and gradients as every edge on its own, as in the original code."""
+    net = tiny_network(mode, k).double()
+    edges = [edge for cell in net.cells for edge in cell.edges]
+    keys = [edge.share_key for edge in edges]
+    assert all(key is None for key in keys) == (mode == "factorized")  # each edge its own β-mixture
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    params = list(net.parameters())
+    torch.manual_seed(1)
+    shared = net(x)
+    grads = torch.autograd.grad(shared.square().sum(), params)
+    with torch.no_grad():
+        shared_relus = relu_calls(lambda: net(x))
+    for edge in edges:
+        edge.share_key = None
+    torch.manual_seed(1)
+    alone = net(x)
+    torch.testing.assert_close(shared, alone, rtol=1e-13, atol=1e-13)
+    for a, b in zip(grads, torch.autograd.grad(alone.square().sum(), params), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    if mode == "fixed:relu":  # 14 edges read 5 nodes in each cell: 9 ReLUs fewer per cell
+        with torch.no_grad():
+            assert relu_calls(lambda: net(x)) - shared_relus == 9 * len(net.cells)
