@@ -53,14 +53,9 @@ def _lanes_per_channel(x: torch.Tensor) -> int:
     return k if channels < FEW_CHANNELS or k == wanted else 0
 
 
-def _eligible(x: torch.Tensor) -> bool:
-    return _lanes_per_channel(x) > 0
-
-
-def _rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """``x`` as a (rows, k·C) matrix (a view) and k: k rows of the (N·H·W, C) matrix per row."""
-    k = _lanes_per_channel(x)
-    return x.permute(0, 2, 3, 1).reshape(x.numel() // (k * x.shape[1]), k * x.shape[1]), k
+def _rows(x: torch.Tensor, k: int) -> torch.Tensor:
+    """``x`` as a (rows, k·C) matrix (a view): k rows of the (N·H·W, C) matrix per row."""
+    return x.permute(0, 2, 3, 1).reshape(x.numel() // (k * x.shape[1]), k * x.shape[1])
 
 
 def _tile(per_channel: torch.Tensor, k: int) -> torch.Tensor:
@@ -73,10 +68,10 @@ def _as_image(rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return rows.view(n, h, w, c).permute(0, 3, 1, 2)
 
 
-def _forward(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+def _forward(x: torch.Tensor, k: int, weight: torch.Tensor | None, bias: torch.Tensor | None,
              eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(output, mean, biased variance, 1/std) of an eligible ``x``."""
-    rows, k = _rows(x)
+    """(output, mean, biased variance, 1/std) of ``x`` on its (rows, k·C) view, k from :func:`_lanes_per_channel`."""
+    rows = _rows(x, k)
     lanes = rows.view(*rows.shape, 1, 1)
     lane_mean, lane_var = torch.ops.aten.batch_norm_update_stats(lanes, None, None, 0.0)  # biased variance
     lane_mean, lane_var = lane_mean.view(k, -1), lane_var.view(k, -1)
@@ -88,9 +83,9 @@ def _forward(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | 
     return _as_image(out.view(rows.shape), x), mean, var, torch.rsqrt(var + eps)
 
 
-def _backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None, mean: torch.Tensor,
+def _backward(grad: torch.Tensor, x: torch.Tensor, k: int, weight: torch.Tensor | None, mean: torch.Tensor,
               invstd: torch.Tensor, mask: tuple[bool, bool, bool]) -> tuple[torch.Tensor | None, ...]:
-    rows, k = _rows(x)
+    rows = _rows(x, k)
     grad_rows = grad.permute(0, 2, 3, 1).reshape(rows.shape)  # a copy only if grad is not channels-last
     count = rows.shape[0] * k
     # per lane Σg and Σg·(x - mean) (from the centred input, as ATen does: no cancellation when |mean| >> std)
@@ -110,17 +105,20 @@ def _backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None, 
 
 class _ChannelsLastBatchNorm(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+    def forward(ctx: Any, x: torch.Tensor, k: int, weight: torch.Tensor | None, bias: torch.Tensor | None,
                 eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        out, mean, var, invstd = _forward(x, weight, bias, eps)
+        out, mean, var, invstd = _forward(x, k, weight, bias, eps)
         ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.k = k
         ctx.mark_non_differentiable(mean, var)
         return out, mean, var
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor, *_: Any) -> tuple[torch.Tensor | None, ...]:
         x, weight, mean, invstd = ctx.saved_tensors
-        return *_backward(grad, x, weight, mean, invstd, tuple(ctx.needs_input_grad[:3])), None
+        grad_x, grad_weight, grad_bias = _backward(grad, x, ctx.k, weight, mean, invstd,
+                                                   (ctx.needs_input_grad[0], *ctx.needs_input_grad[2:4]))
+        return grad_x, None, grad_weight, grad_bias, None
 
 
 def _update_running_stats(running_mean: torch.Tensor | None, running_var: torch.Tensor | None, mean: torch.Tensor,
@@ -136,9 +134,10 @@ def train_forward(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tens
                   eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Training-mode batch norm without autograd: (output, mean, 1/std); running statistics updated.
     For layers that fuse a batch norm into their own backward (see separable.py)."""
-    if not _eligible(x):
+    k = _lanes_per_channel(x)
+    if not k:
         return torch.ops.aten.native_batch_norm(x, weight, bias, running_mean, running_var, True, momentum, eps)
-    out, mean, var, invstd = _forward(x, weight, bias, eps)
+    out, mean, var, invstd = _forward(x, k, weight, bias, eps)
     _update_running_stats(running_mean, running_var, mean, var, x.numel() // x.shape[1], momentum)
     return out, mean, invstd
 
@@ -146,8 +145,9 @@ def train_forward(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tens
 def train_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None, mean: torch.Tensor,
                    invstd: torch.Tensor, eps: float, mask: tuple[bool, bool, bool]) -> tuple[torch.Tensor | None, ...]:
     """Gradients (input, weight, bias) of :func:`train_forward` where ``mask`` asks for them."""
-    if _eligible(x):
-        return _backward(grad, x, weight, mean, invstd, mask)
+    k = _lanes_per_channel(x)
+    if k:
+        return _backward(grad, x, k, weight, mean, invstd, mask)
     return tuple(g if m else None for g, m in zip(
         torch.ops.aten.native_batch_norm_backward(grad, x, weight, None, None, mean, invstd, True, eps, list(mask)),
         mask, strict=True))
@@ -166,9 +166,16 @@ def batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: 
                weight: torch.Tensor | None = None, bias: torch.Tensor | None = None, training: bool = False,
                momentum: float = 0.1, eps: float = 1e-5) -> torch.Tensor:
     """``torch.nn.functional.batch_norm``, computed as the module docstring says where that is faster."""
-    if not (training and _eligible(x)):
+    k = _lanes_per_channel(x) if training else 0
+    if not k:
         return F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
-    out, mean, var = _ChannelsLastBatchNorm.apply(x, weight, bias, eps)
+    return _train_on_lanes(x, k, running_mean, running_var, weight, bias, momentum, eps)
+
+
+def _train_on_lanes(x: torch.Tensor, k: int, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
+                    weight: torch.Tensor | None, bias: torch.Tensor | None, momentum: float,
+                    eps: float) -> torch.Tensor:
+    out, mean, var = _ChannelsLastBatchNorm.apply(x, k, weight, bias, eps)
     _update_running_stats(running_mean, running_var, mean, var, x.numel() // x.shape[1], momentum)
     return out
 
@@ -177,12 +184,13 @@ class BatchNorm2d(nn.BatchNorm2d):
     """``nn.BatchNorm2d`` (same parameters, buffers and function) using :func:`batch_norm`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and _eligible(x)):
+        k = _lanes_per_channel(x) if self.training else 0
+        if not k:
             return super().forward(x)
         factor = self.count_batch()
-        return batch_norm(x, self.running_mean if self.track_running_stats else None,
-                          self.running_var if self.track_running_stats else None, self.weight, self.bias, True,
-                          factor, self.eps)
+        return _train_on_lanes(x, k, self.running_mean if self.track_running_stats else None,
+                               self.running_var if self.track_running_stats else None, self.weight, self.bias,
+                               factor, self.eps)
 
     def count_batch(self) -> float:
         """Counts one training batch as ``nn.BatchNorm2d`` does; returns the running statistics' momentum."""

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from optuna_nas.layers.batchnorm import FEW_CHANNELS, BatchNorm2d, _eligible, _lanes_per_channel, batch_norm
+from optuna_nas.layers.batchnorm import FEW_CHANNELS, BatchNorm2d, _lanes_per_channel, batch_norm
 
 # few channels; then 20 and 36 float64 channels (not a whole number of 8-double vectors), viewed 2 pixels per row
 SHAPES = [(4, 4, 8, 8), (3, 8, 5, 7), (2, 2, 16, 16), (5, 12, 3, 3), (4, 20, 4, 4), (2, 36, 3, 6)]
@@ -25,7 +25,7 @@ def test_training_batch_norm_equals_torch_in_outputs_gradients_and_running_stats
                                                                                affine: bool) -> None:
     torch.manual_seed(0)
     x = _input(shape)
-    assert _eligible(x)  # the path under test is really taken
+    assert _lanes_per_channel(x)  # the path under test is really taken
     c = shape[1]
     weight = (torch.rand(c, dtype=torch.float64) + 0.5).requires_grad_() if affine else None
     bias = torch.randn(c, dtype=torch.float64).requires_grad_() if affine else None
@@ -98,9 +98,12 @@ def test_ragged_channels_in_float32_agree_with_torch_to_rounding() -> None:
 
 
 def test_other_inputs_take_torchs_own_path() -> None:
-    assert not _eligible(torch.randn(2, 4, 8, 8))  # NCHW
-    assert not _eligible(torch.randn(2, FEW_CHANNELS, 8, 8).contiguous(memory_format=torch.channels_last))
-    assert not _eligible(torch.randn(2, 48, 8, 8).contiguous(memory_format=torch.channels_last))  # 3 whole vectors
-    assert not _eligible(torch.randn(1, 36, 3, 5).contiguous(memory_format=torch.channels_last))  # 15 pixels, k=4
-    assert not _eligible(torch.randn(2, 4, 1, 1).contiguous(memory_format=torch.channels_last))
-    assert not _eligible(torch.randn(2, 4, 8, 8, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last))
+    def last(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return torch.randn(*shape, dtype=dtype).contiguous(memory_format=torch.channels_last)
+
+    assert not _lanes_per_channel(torch.randn(2, 4, 8, 8))  # NCHW
+    assert not _lanes_per_channel(last(2, FEW_CHANNELS, 8, 8))
+    assert not _lanes_per_channel(last(2, 48, 8, 8))  # 3 whole vectors
+    assert not _lanes_per_channel(last(1, 36, 3, 5))  # 15 pixels, k=4
+    assert not _lanes_per_channel(last(2, 4, 1, 1))
+    assert not _lanes_per_channel(last(2, 4, 8, 8, dtype=torch.bfloat16))
