@@ -64,3 +64,38 @@ def test_each_cell_output_is_relud_once_for_both_cells_that_read_it() -> None:
     for a, b in zip(torch.autograd.grad(shared.square().sum(), params),
                     torch.autograd.grad(plain.square().sum(), params), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_drop_path_in_training_drops_the_same_edges_as_timms_drop_path_per_edge() -> None:
+    """In training, every edge but an identity is dropped per sample by timm's drop_path, in edge order."""
+    from timm.layers import drop_path
+
+    torch.manual_seed(0)
+    cell = Cell(BUILTIN_GENOTYPES["DARTS_V2"], 6, 6, 4, reduction=False, reduction_prev=False).double().train()
+    cell.drop_prob = 0.5
+    s0, s1 = (torch.randn(16, 6, 8, 8, dtype=torch.float64, requires_grad=True) for _ in range(2))
+
+    def per_edge() -> torch.Tensor:
+        states = [cell.preprocess0(s0), cell.preprocess1(s1)]
+        for i in range(cell.steps):
+            hs = [cell.ops[k](states[cell.indices[k]]) for k in (2 * i, 2 * i + 1)]
+            hs = [h if isinstance(cell.ops[k], torch.nn.Identity) else drop_path(h, cell.drop_prob, True)
+                  for h, k in zip(hs, (2 * i, 2 * i + 1), strict=True)]
+            states.append(hs[0] + hs[1])
+        return torch.cat([states[i] for i in cell.concat], dim=1)
+
+    torch.manual_seed(3)
+    ours = cell(s0, s1)
+    torch.manual_seed(3)
+    theirs = per_edge()
+    cell.drop_prob = 0.0
+    kept = cell(s0, s1)
+    cell.drop_prob = 0.5
+    # some samples of some edges were dropped: the output differs from the cell without drop path
+    assert not torch.allclose(ours, kept)
+    torch.testing.assert_close(ours, theirs, rtol=1e-13, atol=1e-13)
+    params = (s0, s1, *cell.parameters())
+    for a, b in zip(torch.autograd.grad(ours.square().sum(), params, allow_unused=True),
+                    torch.autograd.grad(theirs.square().sum(), params, allow_unused=True), strict=True):
+        if a is not None or b is not None:
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
