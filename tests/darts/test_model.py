@@ -1,9 +1,10 @@
 """model.py: edges reading the same node share a fixed activation's map, the two cells reading a cell output
-share its ReLU, and nothing else changes."""
+share its ReLU, and nothing else changes; drop path drops every edge but an identity, with timm's masks."""
 
 from __future__ import annotations
 
 import torch
+from timm.layers import drop_path
 
 from optuna_nas.darts.genotypes import BUILTIN_GENOTYPES, Edge, Genotype
 from optuna_nas.darts.model import Cell, DiscreteNetwork, network_cifar
@@ -68,8 +69,6 @@ def test_each_cell_output_is_relud_once_for_both_cells_that_read_it() -> None:
 
 def test_drop_path_in_training_drops_the_same_edges_as_timms_drop_path_per_edge() -> None:
     """In training, every edge but an identity is dropped per sample by timm's drop_path, in edge order."""
-    from timm.layers import drop_path
-
     torch.manual_seed(0)
     cell = Cell(BUILTIN_GENOTYPES["DARTS_V2"], 6, 6, 4, reduction=False, reduction_prev=False).double().train()
     cell.drop_prob = 0.5
@@ -90,7 +89,6 @@ def test_drop_path_in_training_drops_the_same_edges_as_timms_drop_path_per_edge(
     theirs = per_edge()
     cell.drop_prob = 0.0
     kept = cell(s0, s1)
-    cell.drop_prob = 0.5
     # some samples of some edges were dropped: the output differs from the cell without drop path
     assert not torch.allclose(ours, kept)
     torch.testing.assert_close(ours, theirs, rtol=1e-13, atol=1e-13)
