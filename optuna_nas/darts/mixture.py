@@ -11,7 +11,7 @@ this family (a user's own) keep the one-at-a-time path.
 
 Its gradient is written out by hand (:class:`_FusedMixture`): autograd of the closed form keeps a dozen
 intermediate maps, or recomputes them all under a checkpoint and then walks about 35 backward passes; the
-hand-written backward keeps only x (and RReLU's slopes in training) and takes about 25 passes, ATen's
+hand-written backward keeps only x (and RReLU's random slope levels in training) and takes about 25 passes, ATen's
 one-pass activation backwards (ReLU, hardtanh, SiLU) and dot products doing most of it.
 """
 
@@ -78,10 +78,50 @@ def mixture_terms(weights: torch.Tensor, acts: Sequence[nn.Module]) -> tuple[Any
     return pos_coef, neg_coef, tuple(expm1_coef.items()), tuple(extras)
 
 
+# RReLU's random slopes as 15-bit levels: slope = lower + (upper - lower)·(level + 1/2)/2^15, uniform over
+# 32,768 evenly spaced values in [lower, upper) with nn.RReLU's mean. torch's CPU generator is serial and costs
+# about the same per draw for a float32 as for an int64, so four levels cut from each int64 draw (random_()
+# fills 63 bits; each 16-bit lane keeps its low 15) take a third of the time of one float per element
+# (0.70 against 2.0 ms at 64x16x32x32), and keeping int16 levels for backward halves the slopes' memory. A
+# spacing of 6.4e-6 between slopes is far below anything training can tell apart from a continuous draw.
+_LEVEL_BITS = 15
+_LEVEL_MASK = 0x7FFF7FFF7FFF7FFF  # the low 15 bits of each of an int64's four 16-bit lanes
+
+
+def _level_scale(lower: float, upper: float) -> tuple[float, float]:
+    """(a, s) with slope = a + s·level."""
+    s = (upper - lower) / (1 << _LEVEL_BITS)
+    return lower + s / 2, s
+
+
+def rrelu_levels(x: torch.Tensor, extras: tuple[Extra, ...]) -> tuple[torch.Tensor, ...]:
+    """For each training RReLU among ``extras``, in activation order, one random level per element of ``x``
+    (int16 in [0, 2^15), laid out like ``x``; see :func:`slopes_from_levels`)."""
+    return tuple(_random_levels(x) for e in extras if e[0] == "rrelu")
+
+
+def _random_levels(x: torch.Tensor) -> torch.Tensor:
+    n = x.numel()
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_()
+    flat = words.bitwise_and_(_LEVEL_MASK).view(torch.int16)[:n]
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        batch, channels, height, width = x.shape
+        return flat.view(batch, height, width, channels).permute(0, 3, 1, 2)
+    return flat.view(x.shape)
+
+
+def slopes_from_levels(levels: torch.Tensor, lower: float, upper: float, dtype: torch.dtype) -> torch.Tensor:
+    """RReLU's slopes from :func:`rrelu_levels`: uniform in [lower, upper) in steps of (upper - lower)/2^15."""
+    a, s = _level_scale(lower, upper)
+    return levels.to(dtype).mul_(s).add_(a)
+
+
 def rrelu_slopes(x: torch.Tensor, extras: tuple[Extra, ...]) -> tuple[torch.Tensor, ...]:
-    """One random slope per element of ``x`` for each training RReLU among ``extras``, in activation order:
-    uniform in [lower, upper) from torch's generator (nn.RReLU's distribution; it draws only where x <= 0)."""
-    return tuple(torch.empty_like(x).uniform_(e[2], e[3]) for e in extras if e[0] == "rrelu")
+    """One random slope per element of ``x`` for each training RReLU among ``extras``, in activation order (the
+    slopes of :func:`rrelu_levels`, so eager and compiled mixtures draw the same under one seed)."""
+    rrelus = [e for e in extras if e[0] == "rrelu"]
+    levels = rrelu_levels(x, tuple(rrelus))
+    return tuple(slopes_from_levels(u, e[2], e[3], x.dtype) for u, e in zip(levels, rrelus, strict=True))
 
 
 def mixture_from_terms(x: torch.Tensor, pos_coef: torch.Tensor, neg_coef: torch.Tensor,
@@ -131,43 +171,48 @@ def _term_layout(terms: tuple[Any, ...]) -> tuple[tuple[Any, ...], list[torch.Te
         if extra[0] == "swish":
             scalars.extend(extra[1:3])
             kinds.append(("swish",))
-        else:
+        else:  # relu6, or rrelu with its range: ("rrelu", lower, upper)
             scalars.append(extra[1])
-            kinds.append((extra[0],))
+            kinds.append((extra[0], *extra[2:]))
     return (tuple(alpha for alpha, _ in expm1_terms), tuple(kinds)), scalars
 
 
 class _FusedMixture(torch.autograd.Function):
-    """:func:`mixture_from_terms` keeping only x (and RReLU's random slopes in training: drawing them
-    again would cost more than the rest of the backward), its backward written out.
+    """:func:`mixture_from_terms` keeping only x (and RReLU's random slopes in training, as int16 levels:
+    drawing them again would cost more than the rest of the backward), its backward written out.
 
     Both directions work in a few scratch maps reused through ``out=`` and in-place ops: a fresh feature map
     costs more than the pass that fills it (new pages from the kernel on CPU: at 64x16x32x32, an out-of-place
     sigmoid takes 1.1 ms and an in-place one 0.13 ms)."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, layout: tuple[Any, ...], slopes: tuple[torch.Tensor, ...],
+    def forward(ctx: Any, x: torch.Tensor, layout: tuple[Any, ...], levels: tuple[torch.Tensor, ...],
                 *scalars: torch.Tensor) -> torch.Tensor:
         alphas, kinds = layout
         c = [s.to(x.dtype) for s in scalars]
         out = torch.clamp(x, min=0.0).mul_(c[0])
         neg = torch.clamp(x, max=0.0)  # min(x, 0) = x - relu(x)
-        out.addcmul_(neg, c[1])
+        # an RReLU term w·min(x,0)·(a + s·level): its w·a part joins N's pass
+        neg_coef = c[1]
+        for i, a, _ in _rrelu_scales(layout):
+            neg_coef = neg_coef + c[i] * a
+        out.addcmul_(neg, neg_coef)
         scratch = torch.empty_like(x)
         for alpha, coef in zip(alphas, c[2:], strict=False):
             out.addcmul_(_expm1_scaled(neg, alpha, scratch), coef)
         i = 2 + len(alphas)
-        rrelu = iter(slopes)
+        rrelu = iter(levels)
         for kind in kinds:
             if kind[0] == "relu6":
                 out.addcmul_(torch.clamp(x, 0.0, 6.0, out=scratch), c[i])
             elif kind[0] == "swish":
                 out.addcmul_(torch.mul(x, c[i + 1], out=scratch).sigmoid_().mul_(x), c[i])
                 i += 1
-            else:  # one random slope per element
-                out.addcmul_(torch.mul(next(rrelu), neg, out=scratch), c[i])
+            else:  # one random slope per element: the w·s·level part
+                # copied into scratch first: an int16 operand would make ATen cast it into a fresh map
+                out.addcmul_(scratch.copy_(next(rrelu)).mul_(neg), c[i] * _level_scale(*kind[1:])[1])
             i += 1
-        ctx.save_for_backward(x, *slopes, *scalars)
+        ctx.save_for_backward(x, *levels, *scalars)
         ctx.layout = layout
         return out
 
@@ -176,8 +221,8 @@ class _FusedMixture(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         alphas, kinds = ctx.layout
         x, *saved = ctx.saved_tensors
-        n_slopes = sum(kind[0] == "rrelu" for kind in kinds)
-        slopes, scalars = iter(saved[:n_slopes]), saved[n_slopes:]
+        n_levels = sum(kind[0] == "rrelu" for kind in kinds)
+        levels, scalars = iter(saved[:n_levels]), saved[n_levels:]
         need = ctx.needs_input_grad[3:]
         c = [s.to(x.dtype) for s in scalars]
         grads: list[torch.Tensor | None] = [None] * len(scalars)
@@ -202,13 +247,14 @@ class _FusedMixture(torch.autograd.Function):
         extras = []  # (kind, scalar index) of the terms that add to the gradient on both sides of 0
         for kind in kinds:
             if kind[0] == "rrelu":
-                slope = next(slopes)
-                if need[i]:
-                    grads[i] = _dot(grad, torch.mul(slope, neg, out=scratch))
+                a, s = _level_scale(*kind[1:])
+                slope = scratch.copy_(next(levels)).mul_(s).add_(a)
                 if neg_slope is None:
                     neg_slope = torch.mul(slope, c[i])
                 else:
                     neg_slope.addcmul_(slope, c[i])
+                if need[i]:
+                    grads[i] = _dot(grad, slope.mul_(neg))
             else:
                 extras.append((kind[0], i))
             i += 1 + (kind[0] == "swish")
@@ -237,6 +283,17 @@ class _FusedMixture(torch.autograd.Function):
         return grad_x if ctx.needs_input_grad[0] else None, None, None, *scalar_grads
 
 
+def _rrelu_scales(layout: tuple[Any, ...]) -> list[tuple[int, float, float]]:
+    """(scalar index, a, s) of each training RReLU term (see :func:`_level_scale`)."""
+    alphas, kinds = layout
+    found, i = [], 2 + len(alphas)
+    for kind in kinds:
+        if kind[0] == "rrelu":
+            found.append((i, *_level_scale(*kind[1:])))
+        i += 1 + (kind[0] == "swish")
+    return found
+
+
 def _expm1_scaled(neg: torch.Tensor, alpha: float, out: torch.Tensor) -> torch.Tensor:
     """expm1(neg / α) into ``out``."""
     if alpha != 1.0:
@@ -248,7 +305,7 @@ def fused_mixture(x: torch.Tensor, weights: torch.Tensor, acts: Sequence[nn.Modu
     """Σ_k weights[k]·acts[k](x) for activations accepted by :func:`fusable` (see :class:`_FusedMixture`)."""
     terms = mixture_terms(weights, acts)
     layout, scalars = _term_layout(terms)
-    return _FusedMixture.apply(x, layout, rrelu_slopes(x, terms[3]), *scalars)
+    return _FusedMixture.apply(x, layout, rrelu_levels(x, terms[3]), *scalars)
 
 
 @functools.cache
@@ -262,7 +319,7 @@ def compiled_mixture(x: torch.Tensor, weights: torch.Tensor, acts: Sequence[nn.M
     ``torch.compile``: the same function, RReLU's slopes included (drawn outside the compiled code, from
     torch's generator: the compiler's own CPU generator costs as much as the whole eager forward). Measured
     on CPU at 64x16x32x32: 4.2 ms forward+backward against 8.8 ms for the eager :class:`_FusedMixture`, 2 ms
-    of either drawing the slopes. The first call compiles (seconds), so this is an option for long searches,
-    not the default."""
+    of either drawing the slopes (before they came as 15-bit levels, :func:`rrelu_levels`). The first call
+    compiles (seconds), so this is an option for long searches, not the default."""
     terms = mixture_terms(weights, acts)
     return _compiled_from_terms()(x, *terms, rrelu_slopes(x, terms[3]))

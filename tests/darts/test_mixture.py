@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from optuna_nas.darts.mixture import fused_mixture
+from optuna_nas.darts.mixture import fused_mixture, mixture_from_terms, mixture_terms, rrelu_slopes
 from optuna_nas.ops import create_activation
 
 NAMES = ["relu", "relu6", "leaky_relu", "prelu", "rrelu", "elu", "celu", "selu", "swish"]
@@ -64,6 +64,46 @@ def test_only_the_input_and_rrelus_slopes_are_kept_for_backward(train: bool) -> 
     maps = [t for t in kept if t.dim() == x.dim()]  # not the weights and scalars
     assert maps[0] is x
     assert len(maps) == (2 if train else 1)  # RReLU's slopes in training
-    if train:
-        rrelu = acts[4]
-        assert rrelu.lower <= maps[1].min() and maps[1].max() <= rrelu.upper
+    if train:  # as 15-bit levels: half the memory of float32 slopes
+        assert maps[1].dtype == torch.int16 and maps[1].shape == x.shape
+        assert 0 <= int(maps[1].min()) and int(maps[1].max()) < 2**15
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_training_mixture_equals_the_closed_form_on_the_slopes_it_draws(layout: torch.memory_format) -> None:
+    """In training the fused mixture computes Eq. 2 with RReLU's slopes from :func:`rrelu_slopes` under the
+    same seed: values and gradients in float64 (the slopes' lower bound folded into N must not change them)."""
+    acts = _activations(train=True)
+    x = (3 * torch.randn(2, 3, 8, 8, dtype=torch.float64)).contiguous(memory_format=layout).requires_grad_()
+    weights = torch.softmax(torch.randn(len(acts), dtype=torch.float64), 0).requires_grad_()
+    params = [x, weights, acts[3].weight, acts[8].b]
+    torch.manual_seed(7)
+    fused = fused_mixture(x, weights, acts)
+    torch.manual_seed(7)
+    terms = mixture_terms(weights, acts)
+    plain = mixture_from_terms(x, *terms, rrelu_slopes(x, terms[3]))
+    torch.testing.assert_close(fused, plain, rtol=1e-12, atol=1e-12)
+    grad = torch.randn_like(fused)
+    for a, b in zip(torch.autograd.grad(fused, params, grad), torch.autograd.grad(plain, params, grad), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_training_rrelu_slopes_are_uniform_over_its_range_and_follow_torchs_seed() -> None:
+    """nn.RReLU's distribution, U[lower, upper): range, mean, variance and median of 65,536 slopes, fine
+    enough to be continuous for training (thousands of distinct values), and reproducible under one seed."""
+    rrelu = nn.RReLU()
+    lower, upper = rrelu.lower, rrelu.upper
+    x = (-torch.rand(4, 16, 32, 32, dtype=torch.float64) - 0.1).contiguous(memory_format=torch.channels_last)
+
+    def slopes(seed: int) -> torch.Tensor:
+        torch.manual_seed(seed)
+        return (fused_mixture(x, torch.ones(1, dtype=torch.float64), [rrelu]) / x).flatten()
+
+    drawn = slopes(0)
+    assert lower <= drawn.min() and drawn.max() < upper
+    width = upper - lower
+    assert abs(drawn.mean() - (lower + upper) / 2) < 0.005 * width  # standard error: 0.0011 of the width
+    assert abs(drawn.var() / (width**2 / 12) - 1) < 0.03
+    assert abs((drawn < (lower + upper) / 2).double().mean() - 0.5) < 0.01
+    assert drawn.unique().numel() > 25_000  # of 32,768 levels; about 28,300 expected from 65,536 draws
+    assert torch.equal(drawn, slopes(0)) and not torch.equal(drawn, slopes(1))
