@@ -171,9 +171,12 @@ def _term_layout(terms: tuple[Any, ...]) -> tuple[tuple[Any, ...], list[torch.Te
         if extra[0] == "swish":
             scalars.extend(extra[1:3])
             kinds.append(("swish",))
-        else:  # relu6, or rrelu with its range: ("rrelu", lower, upper)
+        elif extra[0] == "rrelu":  # with its slope's scale: ("rrelu", a, s), slope = a + s·level
             scalars.append(extra[1])
-            kinds.append((extra[0], *extra[2:]))
+            kinds.append(("rrelu", *_level_scale(*extra[2:])))
+        else:
+            scalars.append(extra[1])
+            kinds.append((extra[0],))
     return (tuple(alpha for alpha, _ in expm1_terms), tuple(kinds)), scalars
 
 
@@ -210,7 +213,7 @@ class _FusedMixture(torch.autograd.Function):
                 i += 1
             else:  # one random slope per element: the w·s·level part
                 # copied into scratch first: an int16 operand would make ATen cast it into a fresh map
-                out.addcmul_(scratch.copy_(next(rrelu)).mul_(neg), c[i] * _level_scale(*kind[1:])[1])
+                out.addcmul_(scratch.copy_(next(rrelu)).mul_(neg), c[i] * kind[2])
             i += 1
         ctx.save_for_backward(x, *levels, *scalars)
         ctx.layout = layout
@@ -247,7 +250,7 @@ class _FusedMixture(torch.autograd.Function):
         extras = []  # (kind, scalar index) of the terms that add to the gradient on both sides of 0
         for kind in kinds:
             if kind[0] == "rrelu":
-                a, s = _level_scale(*kind[1:])
+                _, a, s = kind
                 slope = scratch.copy_(next(levels)).mul_(s).add_(a)
                 if neg_slope is None:
                     neg_slope = torch.mul(slope, c[i])
@@ -284,12 +287,12 @@ class _FusedMixture(torch.autograd.Function):
 
 
 def _rrelu_scales(layout: tuple[Any, ...]) -> list[tuple[int, float, float]]:
-    """(scalar index, a, s) of each training RReLU term (see :func:`_level_scale`)."""
+    """(scalar index, a, s) of each training RReLU term of a layout (see :func:`_term_layout`)."""
     alphas, kinds = layout
     found, i = [], 2 + len(alphas)
     for kind in kinds:
         if kind[0] == "rrelu":
-            found.append((i, *_level_scale(*kind[1:])))
+            found.append((i, *kind[1:]))
         i += 1 + (kind[0] == "swish")
     return found
 
