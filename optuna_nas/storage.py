@@ -117,7 +117,12 @@ def _need(module: str, what: str) -> None:
 
 
 def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    cause = exc.__cause__
+    if isinstance(exc, optuna.exceptions.StorageInternalError) and cause is not None:
+        # Optuna's own line says only that a commit failed; what the database said is in its cause
+        line += f" ({type(cause).__name__}: {_first_line(cause)})"
+    return line
 
 
 def _open_rdb(url: str, beat: Heartbeat | None, create: bool) -> RDBStorage:

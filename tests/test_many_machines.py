@@ -4,6 +4,7 @@ checkpoint in the object store; RandGrow children on one machine grow from weigh
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -37,9 +38,16 @@ def _machine(tmp_path: Path, name: str) -> tuple[Path, dict[str, str]]:
     return tmp_path / name, env
 
 
+@functools.cache
+def _poller(url: str) -> optuna.storages.BaseStorage:
+    """One storage for all of a test's polls, as a dashboard keeps one: a storage opened ten times a second beside
+    busy workers made CI fail once while Optuna set it up ("An exception is raised during the commit")."""
+    return open_storage(url)
+
+
 def _trials(storage: str, name: str) -> list[optuna.trial.FrozenTrial]:
     try:
-        return optuna.load_study(study_name=name, storage=open_storage(storage)).get_trials(deepcopy=False)
+        return optuna.load_study(study_name=name, storage=_poller(storage)).get_trials(deepcopy=False)
     except KeyError:
         return []
 

@@ -115,3 +115,22 @@ def test_two_workers_never_take_the_same_queued_trial_on_sqlite(tmp_path: Path) 
     for worker in workers:
         worker.join(timeout=60)
     assert sorted(taken) == list(range(150))  # every queued trial once: none twice, none lost
+
+
+def test_a_failed_commit_while_opening_says_what_the_database_said(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Optuna reports a failed commit with a generic line; the error names the database's own reason too."""
+    import sqlalchemy.exc
+
+    from optuna_nas import storage
+    from optuna_nas.errors import NasError
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        try:
+            raise sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("FATAL:  sorry, too many clients already"))
+        except sqlalchemy.exc.OperationalError as exc:
+            raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from exc
+
+    monkeypatch.setattr(storage, "RDBStorage", refuse)
+    with pytest.raises(NasError, match=r"during the commit\. \(OperationalError: .*too many clients already") as err:
+        storage.open_storage("postgresql+psycopg2://user@127.0.0.1:5433/db")
+    assert "\n" not in str(err.value)
