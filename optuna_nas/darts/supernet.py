@@ -170,6 +170,14 @@ def _split_final_norm(op: nn.Module) -> tuple[nn.Module, nn.BatchNorm2d] | None:
     return None
 
 
+def _use_batch_stats(norm: nn.BatchNorm2d) -> bool:
+    return norm.training or norm.running_mean is None
+
+
+def _momentum(norm: nn.BatchNorm2d) -> float:
+    return norm.momentum if norm.momentum is not None else 0.1
+
+
 def _weighted(op: nn.Module, folded: tuple[nn.Module, nn.BatchNorm2d] | None, x: torch.Tensor,
               w: torch.Tensor) -> torch.Tensor:
     """``w * op(x)``. When ``op`` ends in a non-affine BatchNorm, ``w`` becomes that BatchNorm's scale:
@@ -177,8 +185,7 @@ def _weighted(op: nn.Module, folded: tuple[nn.Module, nn.BatchNorm2d] | None, x:
     if folded is None:
         return w * op(x)
     body, norm = folded
-    use_batch_stats = norm.training or norm.running_mean is None
-    momentum = norm.momentum if norm.momentum is not None else 0.1
+    use_batch_stats, momentum = _use_batch_stats(norm), _momentum(norm)
     if len(body) == 1:  # a pooling candidate: pooled again in backward instead of kept (layers/pooling.py)
         pooled = pool_batch_norm(x, body[0], norm.running_mean, norm.running_var,
                                  w.expand(x.shape[1]).contiguous(), use_batch_stats, momentum, norm.eps)
@@ -188,6 +195,19 @@ def _weighted(op: nn.Module, folded: tuple[nn.Module, nn.BatchNorm2d] | None, x:
     # .contiguous(): an expanded (stride-0) weight gives wrong gradients in channels-last CPU batch norm
     return batch_norm(h, norm.running_mean, norm.running_var, w.expand(h.shape[1]).contiguous(), None,
                       use_batch_stats, momentum, norm.eps)
+
+
+def _normalised_pool(pool: nn.Module, norm: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """``norm(pool(x))`` with batch statistics (the running ones updated), keeping only x where it can."""
+    momentum = _momentum(norm)
+    out = pool_batch_norm(x, pool, norm.running_mean, norm.running_var, None, True, momentum, norm.eps)
+    if out is None:
+        out = batch_norm(pool(x), norm.running_mean, norm.running_var, None, None, True, momentum, norm.eps)
+    return out
+
+
+# What a cell's edges reading one node share: candidate index -> (its normalised pooling, the BatchNorm that made it)
+SharedPools = dict[int, tuple[torch.Tensor, nn.BatchNorm2d]]
 
 
 class MixedEdge(nn.Module):
@@ -213,6 +233,9 @@ class MixedEdge(nn.Module):
         self.ops = nn.ModuleList(ops)
         # (body without its final BatchNorm, that BatchNorm) where the body ends in a non-affine BatchNorm
         self._folded = [_split_final_norm(op) for op in ops]
+        # the pooling candidates: parameter-free, so equal on every edge that reads the same node at the same stride
+        self._pools = [f is not None and len(f[0]) == 1 and "pool" in c.op
+                       for f, c in zip(self._folded, self.candidates, strict=True)]
         if self.k > 1 and stride > 1:
             self.bypass_pool = nn.MaxPool2d(2, 2, ceil_mode=True)
         # equal for edges whose σ are the same fixed function: a cell computes it once per node for them
@@ -222,7 +245,8 @@ class MixedEdge(nn.Module):
     def forward(self, x: torch.Tensor, op_weights: torch.Tensor, beta_weights: torch.Tensor | None) -> torch.Tensor:
         """``op_weights``: one weight per candidate this edge computes (softmax(α) without operator groups)."""
         part, bypass = self.split(x)
-        return self.combine(part, bypass, self.activate(part, beta_weights), op_weights)
+        mixed = self.mix(part, self.activate(part, beta_weights), op_weights)
+        return mixed if bypass is None else shuffled_cat(mixed, self.bypassed(bypass), self.k)
 
     def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(the 1/K of the channels the candidates see, the rest, which bypasses them; None when K = 1). The same
@@ -233,26 +257,46 @@ class MixedEdge(nn.Module):
         part, bypass = torch.split(x, [self.op_channels, x.shape[1] - self.op_channels], dim=1)
         return part, bypass
 
+    def bypassed(self, bypass: torch.Tensor) -> torch.Tensor:
+        """The channels that bypass the candidates, at the edge's stride (PC-DARTS max-pools them)."""
+        return self.bypass_pool(bypass) if self.stride > 1 else bypass
+
     def activate(self, part: torch.Tensor, beta_weights: torch.Tensor | None) -> list[torch.Tensor]:
         """σ(x) for the candidates that take it (one map per activation)."""
         return self.activation(part, beta_weights) if self.activation is not None else []
 
-    def combine(self, x: torch.Tensor, bypass: torch.Tensor | None, activated: list[torch.Tensor],
-                op_weights: torch.Tensor) -> torch.Tensor:
-        """The weighted sum of the candidates on ``x`` and ``activated``, shuffled with ``bypass`` (PC-DARTS)."""
+    def mix(self, x: torch.Tensor, activated: list[torch.Tensor], op_weights: torch.Tensor,
+            shared: SharedPools | None = None) -> torch.Tensor:
+        """The weighted sum of the candidates on ``x`` and ``activated`` (before PC-DARTS's shuffle).
+
+        ``shared``: the pooling candidates already normalised by an edge reading the same node at the same
+        stride, which this edge reuses (and adds its own to). In training, a pooling candidate with its
+        non-affine BatchNorm is the same function of the same input on each such edge, so a cell pools and
+        normalises each node once instead of once per edge. Their running statistics stay equal too (equal
+        from the start, each batch the same update): the first edge's BatchNorm updates its own, the others copy
+        them."""
         out: torch.Tensor | None = None
         for i, (w, cand, op) in enumerate(zip(op_weights, self.candidates, self.ops, strict=True)):
             if cand.is_none:
                 continue
             inp = x if cand.activation_index is None else activated[cand.activation_index]
-            y = _weighted(op, self._folded[i], inp, w)
+            folded = self._folded[i]
+            if shared is not None and self._pools[i] and folded is not None and _use_batch_stats(folded[1]):
+                body, norm = folded
+                if i in shared:
+                    normalised, first = shared[i]
+                    if first.running_mean is not None and norm.running_mean is not None:
+                        norm.running_mean.copy_(first.running_mean)
+                        norm.running_var.copy_(first.running_var)
+                else:
+                    normalised = _normalised_pool(body[0], norm, inp)
+                    shared[i] = normalised, norm
+                y = w * normalised
+            else:
+                y = _weighted(op, folded, inp, w)
             out = y if out is None else out + y
         assert out is not None
-        if bypass is None:
-            return out
-        if self.stride > 1:
-            bypass = self.bypass_pool(bypass)
-        return shuffled_cat(out, bypass, self.k)
+        return out
 
 
 class SearchCell(nn.Module):
@@ -261,6 +305,8 @@ class SearchCell(nn.Module):
         super().__init__()
         self.reduction = reduction
         self.steps = config.space.steps
+        self.k = config.partial_channels
+        self.share_pools = True  # see MixedEdge.mix; off only to test against the per-edge computation
         cell_type = "reduce" if reduction else "normal"
         if reduction_prev:
             self.preprocess0: nn.Module = FactorizedReduce(c_prev_prev, channels, affine=False)
@@ -286,17 +332,21 @@ class SearchCell(nn.Module):
                        beta_w: torch.Tensor | None, edge_w: torch.Tensor | None) -> torch.Tensor:
         """The cell on its inputs' ReLUs (see ``model.Cell.from_activated``)."""
         states = [self.preprocess0.after_relu(r0), self.preprocess1.after_relu(r1)]
-        # each node split once (PC-DARTS), and activated once for the edges with the same fixed σ
+        # each node split once (PC-DARTS; its bypass pooled once), and activated once for the edges with the
+        # same fixed σ
         splits: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
         activated: dict[tuple[int, str], list[torch.Tensor]] = {}
+        pools: dict[int, SharedPools] = {}  # each node's pooling candidates, normalised once for all its edges
         offset = 0
         for _ in range(self.steps):
-            total: torch.Tensor | None = None
+            mixed: torch.Tensor | None = None
+            rest: torch.Tensor | None = None
             for j, h in enumerate(states):
                 e = offset + j
                 edge = self.edges[e]
                 if j not in splits:
-                    splits[j] = edge.split(h)
+                    part, bypass = edge.split(h)
+                    splits[j] = part, None if bypass is None else edge.bypassed(bypass)
                 part, bypass = splits[j]
                 key = edge.share_key
                 if key is None:
@@ -305,12 +355,21 @@ class SearchCell(nn.Module):
                     acts = activated[j, key]
                 else:
                     acts = activated[j, key] = edge.activate(part, None)
-                y = edge.combine(part, bypass, acts, op_w[e])
-                if edge_w is not None:
-                    y = edge_w[e] * y
-                total = y if total is None else total + y
+                # PC-DARTS sums γ_e·shuffle(cat(Σ_o w_o·o(x_e), bypass_e)) over a node's edges. Shuffle and cat
+                # are linear, so that is shuffle(cat(Σ_e Σ_o γ_e·w_o·o(x_e), Σ_e γ_e·bypass_e)): γ_e joins the
+                # operator weights (and so each candidate's folded BatchNorm scale), and a node shuffles once
+                # instead of once per edge, with no full-width γ_e·map kept per edge for γ's gradient.
+                w = op_w[e] if edge_w is None else op_w[e] * edge_w[e]
+                y = edge.mix(part, acts, w, pools.setdefault(j, {}) if self.share_pools else None)
+                mixed = y if mixed is None else mixed + y
+                if bypass is not None:
+                    if edge_w is None:
+                        rest = bypass if rest is None else rest + bypass
+                    else:
+                        rest = edge_w[e] * bypass if rest is None else torch.addcmul(rest, edge_w[e], bypass)
             offset += len(states)
-            states.append(total)  # type: ignore[arg-type]
+            assert mixed is not None
+            states.append(mixed if rest is None else shuffled_cat(mixed, rest, self.k))
         return cat_channels(states[2:])
 
 

@@ -480,3 +480,90 @@ def test_edges_reading_one_node_through_one_fixed_activation_share_its_map(mode:
     if mode == "fixed:relu":  # 14 edges read 5 nodes in each cell: 9 ReLUs fewer per cell
         with torch.no_grad():
             assert relu_calls(lambda: net(x)) - shared_relus == 9 * len(net.cells)
+
+
+def _edge_by_edge(cell: torch.nn.Module, r0: torch.Tensor, r1: torch.Tensor, op_w: torch.Tensor,
+                  beta_w: torch.Tensor | None, edge_w: torch.Tensor | None) -> torch.Tensor:
+    """PC-DARTS's cell as its code writes it: every edge shuffles its own output, then γ weighs it."""
+    states = [cell.preprocess0.after_relu(r0), cell.preprocess1.after_relu(r1)]
+    offset = 0
+    for _ in range(cell.steps):
+        outs = []
+        for j, h in enumerate(states):
+            e = offset + j
+            y = cell.edges[e](h, op_w[e], None if beta_w is None else beta_w[e])
+            outs.append(y if edge_w is None else edge_w[e] * y)
+        offset += len(states)
+        states.append(sum(outs[1:], outs[0]))
+    return torch.cat(states[2:], dim=1)
+
+
+@pytest.mark.parametrize("mode", ["fixed:relu", "factorized"])
+@pytest.mark.parametrize("edge_normalization", [True, False])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_pc_darts_node_shuffles_once_for_all_its_edges(mode: str, edge_normalization: bool,
+                                                       layout: torch.memory_format) -> None:
+    """A PC-DARTS node is shuffle(cat(Σ_e γ_e·Σ_o w_o·o(x_e), Σ_e γ_e·bypass_e)), one shuffle per node: the same
+    outputs and gradients (α, γ, weights) as the per-edge shuffle of the PC-DARTS code, through normal and
+    reduction cells (whose bypass is max-pooled)."""
+    net = tiny_network(mode, 2, edge_normalization=edge_normalization).double().to(memory_format=layout)
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64).contiguous(memory_format=layout)
+    params = list(net.parameters())
+    torch.manual_seed(1)
+    per_node = net(x)
+    grads = torch.autograd.grad(per_node.square().sum(), params)
+    for cell in net.cells:
+        cell.from_activated = functools.partial(_edge_by_edge, cell)
+    torch.manual_seed(1)
+    per_edge = net(x)
+    torch.testing.assert_close(per_node, per_edge, rtol=1e-12, atol=1e-12)
+    for a, b in zip(grads, torch.autograd.grad(per_edge.square().sum(), params), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
+
+
+def _pool_calls(net: SearchNetwork, run: functools.partial[torch.Tensor]) -> int:
+    """How many times ``run()`` calls a pooling candidate's pooling layer."""
+    calls = [0]
+
+    def count(*_: object) -> None:
+        calls[0] += 1
+
+    hooks = [op[0].register_forward_hook(count) for cell in net.cells for edge in cell.edges
+             for op, cand in zip(edge.ops, edge.candidates, strict=True) if "pool" in cand.op]
+    run()
+    for hook in hooks:
+        hook.remove()
+    return calls[0]
+
+
+@pytest.mark.parametrize(("mode", "k", "channels"), [("fixed:relu", 1, 16), ("fixed:relu", 2, 4), ("factorized", 1, 4)])
+def test_edges_reading_one_node_share_its_normalised_pooling(mode: str, k: int, channels: int) -> None:
+    """In training a cell pools and batch-normalises each node once for all the edges reading it: the same logits,
+    gradients and running statistics as every edge on its own; 5 nodes are read by 14 edges, so each pooling
+    candidate runs 9 times fewer per cell. 16 channels take the path that pools again in backward."""
+    nets = []
+    for share in (True, False):
+        net = tiny_network(mode, k, channels=channels).double().to(memory_format=torch.channels_last)
+        for cell in net.cells:
+            cell.share_pools = share
+        nets.append(net)
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    outputs, grads = [], []
+    for net in nets:
+        for _ in range(2):  # the second step sees the running statistics the first one left
+            torch.manual_seed(1)
+            out = net(x)
+        outputs.append(out)
+        grads.append(torch.autograd.grad(out.square().sum(), list(net.parameters())))
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-12, atol=1e-12)
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
+    for (name, a), b in zip(nets[0].named_buffers(), nets[1].buffers(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=name)
+    for net in nets:
+        net.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(nets[0](x), nets[1](x), rtol=1e-12, atol=1e-12)
+    shared, alone = (_pool_calls(net, functools.partial(net.train(), x)) for net in nets)
+    pooling_candidates = sum("pool" in c.op for c in nets[0].cells[0].edges[0].candidates)
+    assert alone - shared == 9 * pooling_candidates * len(nets[0].cells)
