@@ -17,12 +17,16 @@ factorisation cuts the architecture parameters of the family from Π|g| to 1 + �
 ``non_factorized`` mode the family slot is expanded per activation like any parameterised operator
 (``{conv}_{kernel}@selu`` ...), and every grouped operator is computed once per activation.
 
-Two exact simplifications of DARTS's forward pass, chosen for speed and memory:
+Exact simplifications of DARTS's forward pass, chosen for speed and memory (each tested against the
+computation it replaces, in float64):
 
 - the ``none`` operator contributes ``w * 0`` to the edge sum, so it is skipped; its α still takes
   part in the softmax that weighs the other operators, so every gradient is unchanged;
 - σ(x) is computed once per edge and shared by the parameterised operators (see ``optuna_nas.ops``),
-  instead of one copy of ReLU(x) inside each of them.
+  instead of one copy of ReLU(x) inside each of them; with a fixed σ, once per node for all its edges;
+- in training, each node's pooling candidates (pooling, then a non-affine BatchNorm) are computed once for
+  all the edges reading that node (:meth:`MixedEdge.mix`);
+- a PC-DARTS node shuffles its channels once, not once per edge (:meth:`SearchCell.from_activated`).
 """
 
 from __future__ import annotations

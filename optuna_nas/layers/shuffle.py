@@ -6,7 +6,8 @@ channel g·(C/K) + j. Written as cat, reshape, transpose and reshape, that is th
 channels-last memory (the transposed reshape cannot be a view there; the result is copied back to
 channels-last), and as many in backward. Here the output is allocated once and filled by two strided
 copies, in either memory layout: channel j·K + g of a (B, C, H, W) tensor is element [:, j, g] of its
-(B, C/K, K, H, W) view, and splitting one dimension is a view in any memory layout.
+(B, C/K, K, H, W) view, and splitting one dimension is a view in any memory layout. A search cell calls it
+once per node on the sums over the node's edges (the shuffle is linear; see ``darts.supernet``).
 """
 
 from __future__ import annotations

@@ -107,3 +107,39 @@ def test_training_rrelu_slopes_are_uniform_over_its_range_and_follow_torchs_seed
     assert abs((drawn < (lower + upper) / 2).double().mean() - 0.5) < 0.01
     assert drawn.unique().numel() > 25_000  # of 32,768 levels; about 28,300 expected from 65,536 draws
     assert torch.equal(drawn, slopes(0)) and not torch.equal(drawn, slopes(1))
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+def test_expm1_terms_keep_expm1s_accuracy_in_float32(alpha: float) -> None:
+    """The fused mixture's expm1 (not torch.expm1: see mixture.py) stays within 3 float32 ulps of the exact value
+    from tiny negative inputs to -inf, where exp(x) - 1 would lose every digit near 0; its backward's slope is
+    exp(x/α)."""
+    from optuna_nas.darts.mixture import _exp_minus_one, _expm1_factors
+
+    y = -torch.logspace(-30, 2, 20_000, dtype=torch.float64)
+    y = torch.cat([y, torch.tensor([0.0, -0.0, -1e4, -float("inf")], dtype=torch.float64)])
+    neg = y.float()
+    exact = torch.expm1(neg.double() / alpha)
+    coef = torch.tensor(1.0)
+    t, f = _expm1_factors(neg, alpha, coef, torch.empty_like(neg), torch.empty_like(neg))
+    got = (t * f).double()
+    ulp = torch.finfo(torch.float32).eps * exact.abs().clamp(min=torch.finfo(torch.float32).tiny)
+    assert ((got - exact).abs() <= 3 * ulp).all()
+    assert got[-1] == -1.0 and got[-4] == 0.0
+    slope = _exp_minus_one(neg, alpha, torch.empty_like(neg)).add_(1.0).double()
+    torch.testing.assert_close(slope, torch.exp(neg.double() / alpha), rtol=3e-7, atol=1e-7)
+
+
+def test_float32_mixture_equals_the_activation_by_activation_sum() -> None:
+    """The same in float32 as torch's own activations, to float32's rounding (values and gradients)."""
+    acts = [a.float() for a in _activations(False)]
+    x = (3 * torch.randn(4, 6, 8, 8)).contiguous(memory_format=torch.channels_last)
+    x = torch.cat([x, 1e-4 * x], 0).requires_grad_()  # small inputs too, where expm1's accuracy matters
+    weights = torch.softmax(torch.randn(len(acts)), 0).requires_grad_()
+    fused = fused_mixture(x, weights, acts)
+    plain = sum(w * act(x) for w, act in zip(weights, acts, strict=True))
+    torch.testing.assert_close(fused, plain, rtol=2e-6, atol=1e-9)
+    grad = torch.randn_like(fused)
+    for a, b in zip(torch.autograd.grad(fused, [x, weights], grad), torch.autograd.grad(plain, [x, weights], grad),
+                    strict=True):
+        torch.testing.assert_close(a, b, rtol=2e-5, atol=1e-5)
