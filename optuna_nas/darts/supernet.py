@@ -239,6 +239,7 @@ class MixedEdge(nn.Module):
         self._folded = [_split_final_norm(op) for op in ops]
         # the pooling candidates: parameter-free, so equal on every edge that reads the same node at the same stride
         self._pools = [f is not None and len(f[0]) == 1 and "pool" in c.op
+                       and next(f[0].parameters(), None) is None
                        for f, c in zip(self._folded, self.candidates, strict=True)]
         if self.k > 1 and stride > 1:
             self.bypass_pool = nn.MaxPool2d(2, 2, ceil_mode=True)
@@ -364,7 +365,9 @@ class SearchCell(nn.Module):
                 # operator weights (and so each candidate's folded BatchNorm scale), and a node shuffles once
                 # instead of once per edge, with no full-width γ_e·map kept per edge for γ's gradient.
                 w = op_w[e] if edge_w is None else op_w[e] * edge_w[e]
-                y = edge.mix(part, acts, w, pools.setdefault(j, {}) if self.share_pools else None)
+                # a node read by one edge only (the last before the output) keeps the folded form: nothing to share
+                share = self.share_pools and self.steps - max(j - 1, 0) > 1
+                y = edge.mix(part, acts, w, pools.setdefault(j, {}) if share else None)
                 mixed = y if mixed is None else mixed + y
                 if bypass is not None:
                     if edge_w is None:

@@ -567,3 +567,22 @@ def test_edges_reading_one_node_share_its_normalised_pooling(mode: str, k: int, 
     shared, alone = (_pool_calls(net, functools.partial(net.train(), x)) for net in nets)
     pooling_candidates = sum("pool" in c.op for c in nets[0].cells[0].edges[0].candidates)
     assert alone - shared == 9 * pooling_candidates * len(nets[0].cells)
+
+
+def test_only_parameter_free_pooling_candidates_are_shared_between_edges() -> None:
+    """A user's pooling operator with weights (here a pool followed by a 1x1 convolution) differs from edge to
+    edge, so every edge computes its own."""
+    from torch import nn
+
+    from optuna_nas.darts.candidates import Candidate
+    from optuna_nas.darts.supernet import EdgeActivation, MixedEdge
+    from optuna_nas.ops import _OPERATIONS, register_operation
+
+    register_operation("learned_pool_3x3", lambda c, s, a: nn.Sequential(nn.AvgPool2d(3, s, 1), nn.Conv2d(c, c, 1)),
+                       parameterized=False)
+    try:
+        candidates = [Candidate("max_pool_3x3", None), Candidate("learned_pool_3x3", None)]
+        edge = MixedEdge(4, 1, candidates, EdgeActivation(["relu"], False), 1)
+        assert edge._pools == [True, False]
+    finally:
+        del _OPERATIONS["learned_pool_3x3"]
