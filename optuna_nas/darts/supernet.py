@@ -189,25 +189,20 @@ def _weighted(op: nn.Module, folded: tuple[nn.Module, nn.BatchNorm2d] | None, x:
     if folded is None:
         return w * op(x)
     body, norm = folded
+    # .contiguous(): an expanded (stride-0) weight gives wrong gradients in channels-last CPU batch norm
+    return _normalised(body, norm, x, w.expand(norm.num_features).contiguous())
+
+
+def _normalised(body: nn.Module, norm: nn.BatchNorm2d, x: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+    """``norm(body(x))`` for a non-affine ``norm``, scaled by ``scale`` (per channel; None: 1). A pooling body is
+    pooled again in backward instead of kept (layers/pooling.py)."""
     use_batch_stats, momentum = _use_batch_stats(norm), _momentum(norm)
-    if len(body) == 1:  # a pooling candidate: pooled again in backward instead of kept (layers/pooling.py)
-        pooled = pool_batch_norm(x, body[0], norm.running_mean, norm.running_var,
-                                 w.expand(x.shape[1]).contiguous(), use_batch_stats, momentum, norm.eps)
+    if len(body) == 1:
+        pooled = pool_batch_norm(x, body[0], norm.running_mean, norm.running_var, scale, use_batch_stats, momentum,
+                                 norm.eps)
         if pooled is not None:
             return pooled
-    h = body(x)
-    # .contiguous(): an expanded (stride-0) weight gives wrong gradients in channels-last CPU batch norm
-    return batch_norm(h, norm.running_mean, norm.running_var, w.expand(h.shape[1]).contiguous(), None,
-                      use_batch_stats, momentum, norm.eps)
-
-
-def _normalised_pool(pool: nn.Module, norm: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
-    """``norm(pool(x))`` with batch statistics (the running ones updated), keeping only x where it can."""
-    momentum = _momentum(norm)
-    out = pool_batch_norm(x, pool, norm.running_mean, norm.running_var, None, True, momentum, norm.eps)
-    if out is None:
-        out = batch_norm(pool(x), norm.running_mean, norm.running_var, None, None, True, momentum, norm.eps)
-    return out
+    return batch_norm(body(x), norm.running_mean, norm.running_var, scale, None, use_batch_stats, momentum, norm.eps)
 
 
 # What a cell's edges reading one node share: candidate index -> (its normalised pooling, the BatchNorm that made it)
@@ -294,7 +289,7 @@ class MixedEdge(nn.Module):
                         norm.running_mean.copy_(first.running_mean)
                         norm.running_var.copy_(first.running_var)
                 else:
-                    normalised = _normalised_pool(body[0], norm, inp)
+                    normalised = _normalised(body, norm, inp, None)
                     shared[i] = normalised, norm
                 y = w * normalised
             else:
