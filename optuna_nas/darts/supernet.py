@@ -23,7 +23,8 @@ computation it replaces, in float64):
 - the ``none`` operator contributes ``w * 0`` to the edge sum, so it is skipped; its α still takes
   part in the softmax that weighs the other operators, so every gradient is unchanged;
 - σ(x) is computed once per edge and shared by the parameterised operators (see ``optuna_nas.ops``),
-  instead of one copy of ReLU(x) inside each of them; with a fixed σ, once per node for all its edges;
+  instead of one copy of ReLU(x) inside each of them; with a fixed σ, once per node for all its edges, and the
+  β-mixtures of a node's edges in one call that shares their weight-free passes (``mixture.fused_mixtures``);
 - in training, each node's pooling candidates (pooling, then a non-affine BatchNorm) are computed once for
   all the edges reading that node (:meth:`MixedEdge.mix`);
 - a PC-DARTS node shuffles its channels once, not once per edge (:meth:`SearchCell.from_activated`).
@@ -47,7 +48,7 @@ from ..layers import BatchNorm2d, batch_norm, cat_channels, pool_batch_norm, shu
 from ..ops import FactorizedReduce, ReLUConvBN, activation_share_key, create_activation, operation_spec
 from .candidates import Candidate, alpha_candidates, candidate_names, edge_candidates
 from .genotypes import CELL_TYPES
-from .mixture import compiled_mixture, fusable, fused_mixture
+from .mixture import compiled_mixture, fusable, fused_mixture, fused_mixtures
 from .space import ActivationMode, SearchSpace
 
 # DARTS's search network: C=16 with 8 cells (PC-DARTS and A-DARTS search with the same).
@@ -337,6 +338,7 @@ class SearchCell(nn.Module):
         splits: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
         activated: dict[tuple[int, str], list[torch.Tensor]] = {}
         pools: dict[int, SharedPools] = {}  # each node's pooling candidates, normalised once for all its edges
+        node_mixtures: dict[int, torch.Tensor] = {}  # edge -> its β-mixture, computed with the others of its node
         offset = 0
         for _ in range(self.steps):
             mixed: torch.Tensor | None = None
@@ -349,7 +351,12 @@ class SearchCell(nn.Module):
                     splits[j] = part, None if bypass is None else edge.bypassed(bypass)
                 part, bypass = splits[j]
                 key = edge.share_key
-                if key is None:
+                if e in node_mixtures:
+                    acts = [node_mixtures.pop(e)]
+                elif key is None and beta_w is not None and self._fused_node(j):
+                    node_mixtures.update(self._node_mixtures(j, part, beta_w))
+                    acts = [node_mixtures.pop(e)]
+                elif key is None:
                     acts = edge.activate(part, None if beta_w is None else beta_w[e])
                 elif (j, key) in activated:
                     acts = activated[j, key]
@@ -373,6 +380,23 @@ class SearchCell(nn.Module):
             assert mixed is not None
             states.append(mixed if rest is None else shuffled_cat(mixed, rest, self.k))
         return cat_channels(states[2:])
+
+
+    def _node_edges(self, node: int) -> list[int]:
+        """The edges that read ``node`` (0, 1: the cell's inputs; 2...: its intermediate nodes), in order."""
+        return [2 * step + step * (step - 1) // 2 + node for step in range(max(node - 1, 0), self.steps)]
+
+    def _fused_node(self, node: int) -> bool:
+        """True when every edge reading ``node`` has an eager fused β-mixture: they are computed together."""
+        edges = [self.edges[e].activation for e in self._node_edges(node)]
+        return all(a is not None and a.mixture and a.fused and not a.compiled for a in edges)
+
+    def _node_mixtures(self, node: int, part: torch.Tensor, beta_w: torch.Tensor) -> dict[int, torch.Tensor]:
+        """The β-mixtures of all the edges reading ``node`` on its (partial) map ``part``, in one call that shares
+        their weight-free passes (mixture.fused_mixtures)."""
+        edges = self._node_edges(node)
+        mixed = fused_mixtures(part, [(beta_w[e], self.edges[e].activation.acts) for e in edges])
+        return dict(zip(edges, mixed, strict=True))
 
 
 class SearchNetwork(nn.Module):

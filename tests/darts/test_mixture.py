@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from optuna_nas.darts.mixture import fused_mixture, mixture_from_terms, mixture_terms, rrelu_slopes
+from optuna_nas.darts.mixture import fused_mixture, fused_mixtures, mixture_from_terms, mixture_terms, rrelu_slopes
 from optuna_nas.ops import create_activation
 
 NAMES = ["relu", "relu6", "leaky_relu", "prelu", "rrelu", "elu", "celu", "selu", "swish"]
@@ -110,19 +110,22 @@ def test_training_rrelu_slopes_are_uniform_over_its_range_and_follow_torchs_seed
 
 
 @pytest.mark.parametrize("alpha", [1.0, 0.5])
-def test_expm1_terms_keep_expm1s_accuracy_in_float32(alpha: float) -> None:
-    """The fused mixture's expm1 (not torch.expm1: see mixture.py) stays within 3 float32 ulps of the exact value
+@pytest.mark.parametrize("form", ["one edge", "node"])
+def test_expm1_terms_keep_expm1s_accuracy_in_float32(alpha: float, form: str) -> None:
+    """The fused mixtures' expm1 (not torch.expm1: see mixture.py) stays within 3 float32 ulps of the exact value
     from tiny negative inputs to -inf, where exp(x) - 1 would lose every digit near 0; its backward's slope is
-    exp(x/α)."""
-    from optuna_nas.darts.mixture import _exp_minus_one, _expm1_factors
+    exp(x/α). Both forms: one edge's (two factors) and a node's (one map shared by its edges, halved)."""
+    from optuna_nas.darts.mixture import _exp_minus_one, _expm1_factors, _half_expm1
 
     y = -torch.logspace(-30, 2, 20_000, dtype=torch.float64)
     y = torch.cat([y, torch.tensor([0.0, -0.0, -1e4, -float("inf")], dtype=torch.float64)])
     neg = y.float()
     exact = torch.expm1(neg.double() / alpha)
-    coef = torch.tensor(1.0)
-    t, f = _expm1_factors(neg, alpha, coef, torch.empty_like(neg), torch.empty_like(neg))
-    got = (t * f).double()
+    if form == "node":
+        got = 2 * _half_expm1(neg, alpha).double()
+    else:
+        t, f = _expm1_factors(neg, alpha, torch.tensor(1.0), torch.empty_like(neg), torch.empty_like(neg))
+        got = (t * f).double()
     ulp = torch.finfo(torch.float32).eps * exact.abs().clamp(min=torch.finfo(torch.float32).tiny)
     assert ((got - exact).abs() <= 3 * ulp).all()
     assert got[-1] == -1.0 and got[-4] == 0.0
@@ -143,3 +146,92 @@ def test_float32_mixture_equals_the_activation_by_activation_sum() -> None:
     for a, b in zip(torch.autograd.grad(fused, [x, weights], grad), torch.autograd.grad(plain, [x, weights], grad),
                     strict=True):
         torch.testing.assert_close(a, b, rtol=2e-5, atol=1e-5)
+
+
+def _edges(count: int, train: bool) -> list[tuple[torch.Tensor, list[nn.Module]]]:
+    """(weights, activations) of ``count`` edges reading one node, each with its own PReLU and Swish parameters."""
+    edges = []
+    for k in range(count):
+        acts = _activations(train)
+        with torch.no_grad():
+            acts[3].weight.fill_(0.1 + 0.2 * k)
+            acts[8].b.fill_(0.8 + 0.5 * k)
+        edges.append((torch.softmax(torch.randn(len(acts), dtype=torch.float64), 0).requires_grad_(), acts))
+    return edges
+
+
+def _edge_params(x: torch.Tensor, edges: list[tuple[torch.Tensor, list[nn.Module]]]) -> list[torch.Tensor]:
+    return [x, *(p for w, acts in edges for p in (w, acts[3].weight, acts[8].b))]
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_a_nodes_mixtures_equal_the_activation_by_activation_sums_in_float64(layout: torch.memory_format) -> None:
+    """The β-mixtures of all the edges reading one node, computed together: each edge's value, and the gradients
+    of x (the sum of what every edge sends it), of each edge's β weights, PReLU slope and Swish coefficient."""
+    edges = _edges(3, train=False)
+    x = (3 * torch.randn(2, 3, 8, 8, dtype=torch.float64)).contiguous(memory_format=layout).requires_grad_()
+    together = fused_mixtures(x, edges)
+    plain = [sum(w * a(x) for w, a in zip(weights, acts, strict=True)) for weights, acts in edges]
+    for a, b in zip(together, plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    grads = [torch.randn_like(x) for _ in edges]
+    params = _edge_params(x, edges)
+    for a, b in zip(torch.autograd.grad(together, params, grads), torch.autograd.grad(plain, params, grads),
+                    strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_a_nodes_training_mixtures_draw_what_each_edge_would_alone() -> None:
+    """In training, each edge of the node draws its own RReLU slopes, in edge order: under one seed the node
+    computes what the edges' own fused mixtures compute one after another, values and gradients."""
+    edges = _edges(3, train=True)
+    x = (3 * torch.randn(2, 3, 8, 8, dtype=torch.float64)).requires_grad_()
+    params = _edge_params(x, edges)
+    torch.manual_seed(11)
+    together = fused_mixtures(x, edges)
+    torch.manual_seed(11)
+    alone = [fused_mixture(x, w, acts) for w, acts in edges]
+    grads = [torch.randn_like(x) for _ in edges]
+    for a, b in zip(together, alone, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    for a, b in zip(torch.autograd.grad(together, params, grads), torch.autograd.grad(alone, params, grads),
+                    strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    # RReLU's part, where x < 0: the edges' random slopes differ from one another
+    rrelu_only = [(torch.ones(1, dtype=torch.float64), [acts[4]]) for _, acts in edges]
+    slopes = [m / x.detach() for m in fused_mixtures(x.detach(), rrelu_only)]
+    assert not torch.equal(slopes[0], slopes[1]) and not torch.equal(slopes[1], slopes[2])
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_a_nodes_mixtures_pass_gradcheck(train: bool) -> None:
+    edges = _edges(2, train)
+    magnitude = torch.empty(2, 3, 4, 4, dtype=torch.float64).uniform_(0.05, 0.95) + torch.randint(0, 8, (2, 3, 4, 4))
+    x = (magnitude * (torch.randint(0, 2, (2, 3, 4, 4)) * 2 - 1)).requires_grad_()
+
+    def node(x: torch.Tensor, *params: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        torch.manual_seed(0)  # the same RReLU slopes at every evaluation
+        return tuple(fused_mixtures(x, edges))
+
+    assert torch.autograd.gradcheck(node, tuple(_edge_params(x, edges)))
+
+
+def test_a_node_keeps_only_its_input_and_the_rrelu_levels_for_backward() -> None:
+    edges = [(w.float(), [a.float() for a in acts]) for w, acts in _edges(3, train=True)]
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    kept: list[torch.Tensor] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
+        fused_mixtures(x, edges)
+    maps = [t for t in kept if t.dim() == x.dim()]
+    assert maps[0] is x and len(maps) == 1 + len(edges)  # one int16 map of slope levels per edge
+    assert all(m.dtype == torch.int16 for m in maps[1:])
+
+
+def test_mixtures_of_different_activations_on_one_node_are_each_exact() -> None:
+    """Edges whose activations differ are grouped by structure; each still gets its own mixture."""
+    first, second = _edges(2, train=False)
+    third = (torch.softmax(torch.randn(2, dtype=torch.float64), 0), [nn.ELU(), nn.ReLU6()])
+    x = 3 * torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    for (weights, acts), got in zip((first, third, second), fused_mixtures(x, [first, third, second]), strict=True):
+        torch.testing.assert_close(got, sum(w * a(x) for w, a in zip(weights, acts, strict=True)),
+                                   rtol=1e-12, atol=1e-12)

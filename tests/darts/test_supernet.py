@@ -507,6 +507,9 @@ def test_pc_darts_node_shuffles_once_for_all_its_edges(mode: str, edge_normaliza
     outputs and gradients (α, γ, weights) as the per-edge shuffle of the PC-DARTS code, through normal and
     reduction cells (whose bypass is max-pooled)."""
     net = tiny_network(mode, 2, edge_normalization=edge_normalization).double().to(memory_format=layout)
+    for module in net.modules():  # RReLU's mean slope: a cell draws its random slopes node by node, not edge by edge
+        if isinstance(module, torch.nn.RReLU):
+            module.eval()
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64).contiguous(memory_format=layout)
     params = list(net.parameters())
     torch.manual_seed(1)
@@ -586,3 +589,33 @@ def test_only_parameter_free_pooling_candidates_are_shared_between_edges() -> No
         assert edge._pools == [True, False]
     finally:
         del _OPERATIONS["learned_pool_3x3"]
+
+
+def test_factorized_cell_mixes_each_nodes_edges_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A factorized cell computes the β-mixtures of all the edges reading a node in one call (5 nodes, 14 edges
+    per cell): outputs and gradients (α, β, weights) equal the edge-by-edge cell's in float64."""
+    from optuna_nas.darts import supernet
+
+    net = tiny_network("factorized").double()
+    for module in net.modules():  # RReLU's mean slope: the two cells draw random slopes in another order
+        if isinstance(module, torch.nn.RReLU):
+            module.eval()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    params = list(net.parameters())
+    calls = []
+    together = supernet.fused_mixtures
+
+    def counted(part: torch.Tensor, mixtures: list) -> list[torch.Tensor]:
+        calls.append(len(mixtures))
+        return together(part, mixtures)
+
+    monkeypatch.setattr(supernet, "fused_mixtures", counted)
+    per_node = net(x)
+    assert calls == [4, 4, 3, 2, 1] * len(net.cells)
+    grads = torch.autograd.grad(per_node.square().sum(), params)
+    for cell in net.cells:
+        cell.from_activated = functools.partial(_edge_by_edge, cell)
+    per_edge = net(x)
+    torch.testing.assert_close(per_node, per_edge, rtol=1e-12, atol=1e-12)
+    for a, b in zip(grads, torch.autograd.grad(per_edge.square().sum(), params), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
