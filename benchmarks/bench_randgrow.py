@@ -8,8 +8,8 @@ What:
 * ``latency``: a SQLite study with ``--trials`` (1,000) completed RandGrow trials (macro architectures
   grown over many generations, two objectives) is copied once per sampler; each sampler then times
   ``--asks`` asks, each ask plus one ``suggest_float`` (so TPE really samples) and a FAIL tell (the
-  completed count stays fixed). Median milliseconds and the ratio to TPESampler measured in the same
-  run are printed.
+  completed count stays fixed), the samplers taking turns ask by ask. Median milliseconds and the ratio to
+  TPESampler measured in the same run are printed.
 * ``growth``: ``optuna-nas search randgrow`` on ``--dataset`` (default: the CIFAR-10 subset
   ``../shared/data/cifar10-mini.npz`` when present, otherwise digits) for ``--growth-trials`` models, then
   prints the hull against the initial model (trial 0).
@@ -69,16 +69,25 @@ def _populate(storage: str, n: int, tree: str = "recent", study_name: str = "ben
     study.add_trials(trials)
 
 
-def _time_asks(storage: str, sampler: optuna.samplers.BaseSampler, asks: int,
-               study_name: str = "bench") -> list[float]:
-    study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler)
-    times = []
-    for _ in range(asks):
-        start = time.perf_counter()
-        trial = study.ask()
-        trial.suggest_float("lr", 1e-3, 1e-1, log=True)
-        times.append((time.perf_counter() - start) * 1e3)
-        study.tell(trial, state=TrialState.FAIL)
+def _time_ask(study: optuna.Study) -> float:
+    """Milliseconds of one ask plus one suggest_float; the trial is told FAIL, so the completed count stays."""
+    start = time.perf_counter()
+    trial = study.ask()
+    trial.suggest_float("lr", 1e-3, 1e-1, log=True)
+    elapsed = (time.perf_counter() - start) * 1e3
+    study.tell(trial, state=TrialState.FAIL)
+    return elapsed
+
+
+def _time_interleaved(studies: dict[str, optuna.Study], asks: int) -> dict[str, list[float]]:
+    """``asks`` asks per study, one study after another ask by ask, the order rotated each round: on a shared
+    machine a slow spell then falls on every sampler alike instead of on whichever ran during it."""
+    names = list(studies)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(asks):
+        for k in range(len(names)):
+            name = names[(round_ + k) % len(names)]
+            times[name].append(_time_ask(studies[name]))
     return times
 
 
@@ -99,6 +108,7 @@ def latency(n_trials: int, asks: int, tree: str = "recent", storage: str | None 
         print(f"populating {n_trials} trials ({tree} tree)...", file=sys.stderr)
         if storage is None:
             _populate(f"sqlite:///{template}", n_trials, tree)
+        studies, urls = {}, {}
         for name, make in samplers.items():
             if storage is None:
                 db = Path(tmp) / f"{name}.db"
@@ -107,13 +117,15 @@ def latency(n_trials: int, asks: int, tree: str = "recent", storage: str | None 
             else:
                 url, study_name = storage, f"bench-{name}-{n_trials}-{tree}-{os.getpid()}"
                 _populate(url, n_trials, tree, study_name)
-            times = _time_asks(url, make(), asks, study_name)
+            urls[name] = url, study_name
+            studies[name] = optuna.load_study(study_name=study_name, storage=url, sampler=make())
+        for name, times in _time_interleaved(studies, asks).items():
             out[name] = {"median_ms": statistics.median(times), "max_ms": max(times)}
-            if name == "RandGrowSampler":  # the proposals are real children of stored trials
-                study = optuna.load_study(study_name=study_name, storage=url)
-                proposal = get_proposal(study.trials[-1])
-                assert proposal is not None and proposal.parent is not None
-            if storage is not None:
+        # the proposals are real children of stored trials
+        proposal = get_proposal(studies["RandGrowSampler"].trials[-1])
+        assert proposal is not None and proposal.parent is not None
+        if storage is not None:
+            for url, study_name in urls.values():
                 optuna.delete_study(study_name=study_name, storage=url)
         print(f"populated and timed in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     base = out["TPESampler"]["median_ms"]
