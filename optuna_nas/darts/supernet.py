@@ -381,7 +381,6 @@ class SearchCell(nn.Module):
             states.append(mixed if rest is None else shuffled_cat(mixed, rest, self.k))
         return cat_channels(states[2:])
 
-
     def _node_edges(self, node: int) -> list[int]:
         """The edges that read ``node`` (0, 1: the cell's inputs; 2...: its intermediate nodes), in order."""
         return [2 * step + step * (step - 1) // 2 + node for step in range(max(node - 1, 0), self.steps)]
