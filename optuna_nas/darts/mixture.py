@@ -209,18 +209,7 @@ class _FusedMixture(torch.autograd.Function):
             factor = torch.empty_like(x)
         for alpha, coef in zip(alphas, c[2:], strict=False):
             out.addcmul_(*_expm1_factors(neg, alpha, coef, scratch, factor))
-        i = 2 + len(alphas)
-        rrelu = iter(levels)
-        for kind in kinds:
-            if kind[0] == "relu6":
-                out.addcmul_(torch.clamp(x, 0.0, 6.0, out=scratch), c[i])
-            elif kind[0] == "swish":
-                out.addcmul_(torch.mul(x, c[i + 1], out=scratch).sigmoid_().mul_(x), c[i])
-                i += 1
-            else:  # one random slope per element: the w·s·level part
-                # copied into scratch first: an int16 operand would make ATen cast it into a fresh map
-                out.addcmul_(scratch.copy_(next(rrelu)).mul_(neg), c[i] * kind[2])
-            i += 1
+        _add_extra_terms(out, x, neg, kinds, c[2 + len(alphas):], iter(levels), scratch)
         ctx.save_for_backward(x, *levels, *scalars)
         ctx.layout = layout
         return out
@@ -282,14 +271,38 @@ class _FusedMixture(torch.autograd.Function):
                 z = torch.mul(x, c[i + 1], out=scratch)
                 other = neg  # no longer needed
                 grad_x.addcmul_(torch.ops.aten.silu_backward.grad_input(grad, z, grad_input=other), c[i])
-                sig = z.sigmoid_()
-                xs = torch.mul(sig, x, out=other)
-                if need[i]:
-                    grads[i] = _dot(grad, xs)
-                if need[i + 1]:
-                    grads[i + 1] = c[i] * _dot(grad, sig.neg_().add_(1.0).mul_(xs).mul_(x))
+                grads[i], grads[i + 1] = _swish_scalar_grads(grad, x, z, other, c[i], need[i:i + 2])
         scalar_grads = [None if g is None else g.to(s.dtype) for g, s in zip(grads, scalars, strict=True)]
         return grad_x if ctx.needs_input_grad[0] else None, None, None, *scalar_grads
+
+
+def _add_extra_terms(out: torch.Tensor, x: torch.Tensor, neg: torch.Tensor, kinds: tuple[tuple[Any, ...], ...],
+                     c: Sequence[torch.Tensor], levels: Any, scratch: torch.Tensor | None,
+                     relu6: torch.Tensor | None = None) -> None:
+    """Adds the terms beyond P, N and E_α to ``out`` in place: ``c`` holds their scalars in layout order,
+    ``levels`` iterates over RReLU's int16 levels, ``relu6`` is clamp(x, 0, 6) when the caller has it already."""
+    i = 0
+    for kind in kinds:
+        if kind[0] == "relu6":
+            out.addcmul_(relu6 if relu6 is not None else torch.clamp(x, 0.0, 6.0, out=scratch), c[i])
+        elif kind[0] == "swish":
+            out.addcmul_(torch.mul(x, c[i + 1], out=scratch).sigmoid_().mul_(x), c[i])
+            i += 1
+        else:  # one random slope per element: the w·s·level part
+            # copied into scratch first: an int16 operand would make ATen cast it into a fresh map
+            out.addcmul_(scratch.copy_(next(levels)).mul_(neg), c[i] * kind[2])
+        i += 1
+
+
+def _swish_scalar_grads(grad: torch.Tensor, x: torch.Tensor, z: torch.Tensor, out: torch.Tensor, w: torch.Tensor,
+                        need: Sequence[bool]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The gradients of a Swish term w·x·σ(z), z = b·x, to w (Σ grad·x·σ(z)) and to b (w·Σ grad·x²·σ(z)(1 - σ(z))),
+    where ``need`` asks for them; ``z`` and ``out`` are overwritten."""
+    sig = z.sigmoid_()
+    xs = torch.mul(sig, x, out=out)
+    grad_w = _dot(grad, xs) if need[0] else None
+    grad_b = w * _dot(grad, sig.neg_().add_(1.0).mul_(xs).mul_(x)) if need[1] else None
+    return grad_w, grad_b
 
 
 def _rrelu_scales(layout: tuple[Any, ...]) -> list[tuple[int, float, float]]:
@@ -387,17 +400,7 @@ class _NodeMixture(torch.autograd.Function):
             out = torch.mul(pos, c[0]).addcmul_(neg, neg_coef)
             for half, coef in zip(half_expm1, c[2:], strict=False):
                 out.addcmul_(half, 2.0 * coef)
-            i = 2 + len(alphas)
-            for kind in kinds:
-                if kind[0] == "relu6":
-                    out.addcmul_(relu6, c[i])
-                elif kind[0] == "swish":
-                    out.addcmul_(torch.mul(x, c[i + 1], out=scratch).sigmoid_().mul_(x), c[i])
-                    i += 1
-                else:  # one random slope per element: the w·s·level part
-                    # copied into scratch first: an int16 operand would make ATen cast it into a fresh map
-                    out.addcmul_(scratch.copy_(next(rrelu)).mul_(neg), c[i] * kind[2])
-                i += 1
+            _add_extra_terms(out, x, neg, kinds, c[2 + len(alphas):], rrelu, scratch, relu6)
             outs.append(out)
         ctx.save_for_backward(x, *levels, *scalars)
         ctx.layout, ctx.count = layout, count
@@ -455,12 +458,7 @@ class _NodeMixture(torch.autograd.Function):
                     z = torch.mul(x, c[i + 1], out=scratch)
                     swish_sum = _accumulate(swish_sum, torch.ops.aten.silu_backward.grad_input(
                         grad, z, grad_input=swish_scratch), c[i])
-                    sig = z.sigmoid_()
-                    xs = torch.mul(sig, x, out=swish_scratch)
-                    if wanted[i]:
-                        found[i] = _dot(grad, xs)
-                    if wanted[i + 1]:
-                        found[i + 1] = c[i] * _dot(grad, sig.neg_().add_(1.0).mul_(xs).mul_(x))
+                    found[i], found[i + 1] = _swish_scalar_grads(grad, x, z, swish_scratch, c[i], wanted[i:i + 2])
                     i += 1
                 i += 1
             scalar_grads[m * per:(m + 1) * per] = found
