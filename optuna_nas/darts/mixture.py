@@ -22,7 +22,7 @@ instead of once per edge, and in backward the edges' gradients summed per term b
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -277,7 +277,7 @@ class _FusedMixture(torch.autograd.Function):
 
 
 def _add_extra_terms(out: torch.Tensor, x: torch.Tensor, neg: torch.Tensor, kinds: tuple[tuple[Any, ...], ...],
-                     c: Sequence[torch.Tensor], levels: Any, scratch: torch.Tensor | None,
+                     c: Sequence[torch.Tensor], levels: Iterator[torch.Tensor], scratch: torch.Tensor | None,
                      relu6: torch.Tensor | None = None) -> None:
     """Adds the terms beyond P, N and E_α to ``out`` in place: ``c`` holds their scalars in layout order,
     ``levels`` iterates over RReLU's int16 levels, ``relu6`` is clamp(x, 0, 6) when the caller has it already."""
