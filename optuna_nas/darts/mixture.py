@@ -31,6 +31,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from ..ops import LearnableSwish
+from .scratch import ScratchMaps
 
 # SELU(x) = λ·(x if x > 0 else α·expm1(x))
 _SELU_LAMBDA = 1.0507009873554804934193349852946
@@ -82,32 +83,31 @@ def mixture_terms(weights: torch.Tensor, acts: Sequence[nn.Module]) -> tuple[Any
     return pos_coef, neg_coef, tuple(expm1_coef.items()), tuple(extras)
 
 
-# RReLU's random slopes as 15-bit levels: slope = lower + (upper - lower)·(level + 1/2)/2^15, uniform over
-# 32,768 evenly spaced values in [lower, upper) with nn.RReLU's mean. torch's CPU generator is serial and costs
-# about the same per draw for a float32 as for an int64, so four levels cut from each int64 draw (random_()
-# fills 63 bits; each 16-bit lane keeps its low 15) take a third of the time of one float per element
-# (0.70 against 2.0 ms at 64x16x32x32), and keeping int16 levels for backward halves the slopes' memory. A
-# spacing of 6.4e-6 between slopes is far below anything training can tell apart from a continuous draw.
-_LEVEL_BITS = 15
-_LEVEL_MASK = 0x7FFF7FFF7FFF7FFF  # the low 15 bits of each of an int64's four 16-bit lanes
+# RReLU's random slopes as 16-bit levels: slope = (lower + upper)/2 + (upper - lower)·(level + 1/2)/2^16 with
+# level a signed int16, uniform over 65,536 evenly spaced values in [lower, upper) with nn.RReLU's mean. torch's
+# CPU generator is serial and costs about the same per draw for a float32 as for an int64, so four levels cut
+# from each int64 drawn over its full range (each 16-bit lane uniform) take well under half the time of one float
+# per element (0.70 against 2.0 ms at 64x16x32x32), and keeping int16 levels for backward halves the slopes'
+# memory. A spacing of 3.2e-6 between slopes is far below anything training can tell apart from a continuous draw.
+_LEVEL_BITS = 16
 
 
 def _level_scale(lower: float, upper: float) -> tuple[float, float]:
-    """(a, s) with slope = a + s·level."""
+    """(a, s) with slope = a + s·level, level in [-2^15, 2^15)."""
     s = (upper - lower) / (1 << _LEVEL_BITS)
-    return lower + s / 2, s
+    return (lower + upper) / 2 + s / 2, s
 
 
 def rrelu_levels(x: torch.Tensor, extras: tuple[Extra, ...]) -> tuple[torch.Tensor, ...]:
     """For each training RReLU among ``extras``, in activation order, one random level per element of ``x``
-    (int16 in [0, 2^15), laid out like ``x``; see :func:`slopes_from_levels`)."""
+    (int16, uniform over all its values, laid out like ``x``; see :func:`slopes_from_levels`)."""
     return tuple(_random_levels(x) for e in extras if e[0] == "rrelu")
 
 
 def _random_levels(x: torch.Tensor) -> torch.Tensor:
     n = x.numel()
-    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_()
-    flat = words.bitwise_and_(_LEVEL_MASK).view(torch.int16)[:n]
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-(1 << 63), None)
+    flat = words.view(torch.int16)[:n]
     if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
         batch, channels, height, width = x.shape
         return flat.view(batch, height, width, channels).permute(0, 3, 1, 2)
@@ -115,7 +115,7 @@ def _random_levels(x: torch.Tensor) -> torch.Tensor:
 
 
 def slopes_from_levels(levels: torch.Tensor, lower: float, upper: float, dtype: torch.dtype) -> torch.Tensor:
-    """RReLU's slopes from :func:`rrelu_levels`: uniform in [lower, upper) in steps of (upper - lower)/2^15."""
+    """RReLU's slopes from :func:`rrelu_levels`: uniform in [lower, upper) in steps of (upper - lower)/2^16."""
     a, s = _level_scale(lower, upper)
     return levels.to(dtype).mul_(s).add_(a)
 
@@ -184,6 +184,38 @@ def _term_layout(terms: tuple[Any, ...]) -> tuple[tuple[Any, ...], list[torch.Te
     return (tuple(alpha for alpha, _ in expm1_terms), tuple(kinds)), scalars
 
 
+# Devices where the mixtures' coefficients become Python numbers before the element-wise passes. ATen takes a
+# number where it takes no 0-dim tensor (addcmul's value, add's alpha), which fuses a multiply into the pass that
+# follows it, and arithmetic on numbers skips a dispatch per operation (thousands per search step). Reading a
+# number from a tensor waits for its device, which a CPU tensor never does, but a CUDA one would at every call.
+_NUMBER_COEFFICIENTS = frozenset({"cpu"})
+Coef = float | torch.Tensor
+
+
+def _coefficients(scalars: Sequence[torch.Tensor], x: torch.Tensor) -> list[Coef]:
+    """The scalars as Python numbers on the devices of ``_NUMBER_COEFFICIENTS``, else as 0-dim tensors of x's
+    dtype."""
+    if x.device.type in _NUMBER_COEFFICIENTS:
+        return [s.item() for s in scalars]
+    return [s.to(x.dtype) for s in scalars]
+
+
+def _add_scaled(out: torch.Tensor, t: torch.Tensor, coef: Coef) -> None:
+    """out += coef·t in one pass."""
+    if isinstance(coef, torch.Tensor):
+        out.addcmul_(t, coef)
+    else:
+        out.add_(t, alpha=coef)
+
+
+def _add_product(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, coef: Coef, scratch: torch.Tensor) -> None:
+    """out += coef·a·b: one pass for a number, two for a tensor (a·b into ``scratch``, which may be ``a``)."""
+    if isinstance(coef, torch.Tensor):
+        out.addcmul_(torch.mul(a, b, out=scratch), coef)
+    else:
+        out.addcmul_(a, b, value=coef)
+
+
 class _FusedMixture(torch.autograd.Function):
     """:func:`mixture_from_terms` keeping only x (and RReLU's random slopes in training, as int16 levels:
     drawing them again would cost more than the rest of the backward), its backward written out.
@@ -196,20 +228,17 @@ class _FusedMixture(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor, layout: tuple[Any, ...], levels: tuple[torch.Tensor, ...],
                 *scalars: torch.Tensor) -> torch.Tensor:
         alphas, kinds = layout
-        c = [s.to(x.dtype) for s in scalars]
+        c = _coefficients(scalars, x)
         out = torch.clamp(x, min=0.0).mul_(c[0])
-        neg = torch.clamp(x, max=0.0)  # min(x, 0) = x - relu(x)
-        # an RReLU term w·min(x,0)·(a + s·level): its w·a part joins N's pass
-        neg_coef = c[1]
-        for i, a, _ in _rrelu_scales(layout):
-            neg_coef = neg_coef + c[i] * a
-        out.addcmul_(neg, neg_coef)
-        scratch = torch.empty_like(x)
-        if alphas:
-            factor = torch.empty_like(x)
-        for alpha, coef in zip(alphas, c[2:], strict=False):
-            out.addcmul_(*_expm1_factors(neg, alpha, coef, scratch, factor))
-        _add_extra_terms(out, x, neg, kinds, c[2 + len(alphas):], iter(levels), scratch)
+        with ScratchMaps(x) as maps:
+            neg = torch.clamp(x, max=0.0, out=maps.new())  # min(x, 0) = x - relu(x)
+            _add_scaled(out, neg, _neg_coef(layout, c))
+            scratch = maps.new()
+            if alphas:
+                factor = maps.new()
+            for alpha, coef in zip(alphas, c[2:], strict=False):
+                out.addcmul_(*_expm1_factors(neg, alpha, coef, scratch, factor))
+            _add_extra_terms(out, x, neg, kinds, c[2 + len(alphas):], iter(levels), scratch)
         ctx.save_for_backward(x, *levels, *scalars)
         ctx.layout = layout
         return out
@@ -222,86 +251,107 @@ class _FusedMixture(torch.autograd.Function):
         n_levels = sum(kind[0] == "rrelu" for kind in kinds)
         levels, scalars = iter(saved[:n_levels]), saved[n_levels:]
         need = ctx.needs_input_grad[3:]
-        c = [s.to(x.dtype) for s in scalars]
+        c = _coefficients(scalars, x)
         grads: list[torch.Tensor | None] = [None] * len(scalars)
-        neg = torch.clamp(x, max=0.0)  # min(x, 0); its slope is 1 where x <= 0, as autograd takes x - relu(x)
-        scratch = torch.empty_like(x)
-        if need[0]:
-            grads[0] = _dot(grad, torch.clamp(x, min=0.0, out=scratch))
-        if need[1]:
-            grads[1] = _dot(grad, neg)
-        # the slope of the mixture where x <= 0 beyond N (expm1 terms, RReLU's random slopes), summed here
-        neg_slope: torch.Tensor | None = None
-        for j, alpha in enumerate(alphas):
-            e = _exp_minus_one(neg, alpha, scratch)
-            if need[2 + j]:
-                grads[2 + j] = _dot(grad, e)
-            # d/dx E·expm1(x/α) = (E/α)·exp(x/α) = (E/α)·(expm1 + 1)
-            if neg_slope is None:
-                neg_slope, scratch = e.add_(1.0).mul_(c[2 + j] / alpha), torch.empty_like(x)
-            else:
-                neg_slope.addcmul_(e.add_(1.0), c[2 + j] / alpha)
-        i = 2 + len(alphas)
-        extras = []  # (kind, scalar index) of the terms that add to the gradient on both sides of 0
-        for kind in kinds:
-            if kind[0] == "rrelu":
-                _, a, s = kind
-                slope = scratch.copy_(next(levels)).mul_(s).add_(a)
+        with ScratchMaps(x) as maps:
+            neg = torch.clamp(x, max=0.0, out=maps.new())  # min(x, 0); its slope is 1 where x <= 0, as autograd
+            scratch = maps.new()                           # takes x - relu(x)
+            if need[0]:
+                grads[0] = _dot(grad, torch.clamp(x, min=0.0, out=scratch))
+            grad_neg = _dot(grad, neg) if need[1] or any(need[i] for i, _, _ in _rrelu_scales(ctx.layout)) else None
+            grads[1] = grad_neg if need[1] else None
+            # the slope of the mixture where x <= 0 beyond N and RReLU's mean slopes (expm1 terms, the random
+            # part of RReLU's slopes), summed here
+            neg_slope: torch.Tensor | None = None
+            for j, alpha in enumerate(alphas):
+                e = _exp_minus_one(neg, alpha, scratch)
+                if need[2 + j]:
+                    grads[2 + j] = _dot(grad, e)
+                # d/dx E·expm1(x/α) = (E/α)·exp(x/α) = (E/α)·(expm1 + 1)
                 if neg_slope is None:
-                    neg_slope = torch.mul(slope, c[i])
+                    neg_slope, scratch = e.add_(1.0).mul_(c[2 + j] / alpha), maps.new()
                 else:
-                    neg_slope.addcmul_(slope, c[i])
-                if need[i]:
-                    grads[i] = _dot(grad, slope.mul_(neg))
+                    _add_scaled(neg_slope, e.add_(1.0), c[2 + j] / alpha)
+            i = 2 + len(alphas)
+            extras = []  # (kind, scalar index) of the terms that add to the gradient on both sides of 0
+            for kind in kinds:
+                if kind[0] == "rrelu":  # slope a + s·level: a joined N's coefficient, s·level is per element
+                    _, a, s = kind
+                    level = scratch.copy_(next(levels))
+                    if neg_slope is None:
+                        neg_slope = torch.mul(level, c[i] * s, out=maps.new())
+                    else:
+                        _add_scaled(neg_slope, level, c[i] * s)
+                    if need[i]:
+                        grads[i] = a * grad_neg + s * _dot(grad, level.mul_(neg))
+                else:
+                    extras.append((kind[0], i))
+                i += 1 + (kind[0] == "swish")
+            # the gradient where x > 0 and where x <= 0 by ReLU's one-pass backward (torch.where with a mask is
+            # not vectorised on CPU: 2 ms against 0.2 ms at 64x16x32x32)
+            grad_x = torch.ops.aten.threshold_backward(grad, x, 0.0)
+            below = torch.sub(grad, grad_x, out=scratch)
+            neg_coef = _neg_coef(ctx.layout, c)
+            grad_x.mul_(c[0])
+            if neg_slope is None:
+                _add_scaled(grad_x, below, neg_coef)
             else:
-                extras.append((kind[0], i))
-            i += 1 + (kind[0] == "swish")
-        # the gradient where x > 0 and where x <= 0 by ReLU's one-pass backward (torch.where with a mask is
-        # not vectorised on CPU: 2 ms against 0.2 ms at 64x16x32x32)
-        grad_x = torch.ops.aten.threshold_backward(grad, x, 0.0)
-        below = torch.sub(grad, grad_x, out=scratch)
-        grad_x.mul_(c[0]).addcmul_(below, c[1] if neg_slope is None else neg_slope.add_(c[1]))
-        for kind, i in extras:
-            if kind == "relu6":
-                if need[i]:
-                    grads[i] = _dot(grad, torch.clamp(x, 0.0, 6.0, out=scratch))
-                grad_x.addcmul_(torch.ops.aten.hardtanh_backward.grad_input(grad, x, 0.0, 6.0, grad_input=scratch),
-                                c[i])
-            else:  # swish w·x·σ(bx) = (w/b)·silu(bx): d/dx = w·silu'(bx), d/dw = x·σ(bx), d/db = w·x²·σ(1-σ)
-                z = torch.mul(x, c[i + 1], out=scratch)
-                other = neg  # no longer needed
-                grad_x.addcmul_(torch.ops.aten.silu_backward.grad_input(grad, z, grad_input=other), c[i])
-                grads[i], grads[i + 1] = _swish_scalar_grads(grad, x, z, other, c[i], need[i:i + 2])
+                grad_x.addcmul_(below, neg_slope.add_(neg_coef))
+            for kind, i in extras:
+                if kind == "relu6":
+                    if need[i]:
+                        grads[i] = _dot(grad, torch.clamp(x, 0.0, 6.0, out=scratch))
+                    _add_scaled(grad_x, torch.ops.aten.hardtanh_backward.grad_input(grad, x, 0.0, 6.0,
+                                                                                     grad_input=scratch), c[i])
+                else:
+                    z = torch.mul(x, c[i + 1], out=scratch)
+                    other = neg  # no longer needed
+                    _add_scaled(grad_x, torch.ops.aten.silu_backward.grad_input(grad, z, grad_input=other), c[i])
+                    grads[i], grads[i + 1] = _swish_scalar_grads(grad, x, None, z, other, c[i], need[i:i + 2])
         scalar_grads = [None if g is None else g.to(s.dtype) for g, s in zip(grads, scalars, strict=True)]
         return grad_x if ctx.needs_input_grad[0] else None, None, None, *scalar_grads
 
 
+def _neg_coef(layout: tuple[Any, ...], c: Sequence[Coef]) -> Coef:
+    """The coefficient of min(x, 0): N plus w·a of each training RReLU term w·min(x, 0)·(a + s·level), whose
+    mean slope a thus joins N's pass, leaving only s·level per element."""
+    neg_coef = c[1]
+    for i, a, _ in _rrelu_scales(layout):
+        neg_coef = neg_coef + c[i] * a
+    return neg_coef
+
+
 def _add_extra_terms(out: torch.Tensor, x: torch.Tensor, neg: torch.Tensor, kinds: tuple[tuple[Any, ...], ...],
-                     c: Sequence[torch.Tensor], levels: Iterator[torch.Tensor], scratch: torch.Tensor | None,
+                     c: Sequence[Coef], levels: Iterator[torch.Tensor], scratch: torch.Tensor | None,
                      relu6: torch.Tensor | None = None) -> None:
     """Adds the terms beyond P, N and E_α to ``out`` in place: ``c`` holds their scalars in layout order,
     ``levels`` iterates over RReLU's int16 levels, ``relu6`` is clamp(x, 0, 6) when the caller has it already."""
     i = 0
     for kind in kinds:
         if kind[0] == "relu6":
-            out.addcmul_(relu6 if relu6 is not None else torch.clamp(x, 0.0, 6.0, out=scratch), c[i])
+            _add_scaled(out, relu6 if relu6 is not None else torch.clamp(x, 0.0, 6.0, out=scratch), c[i])
         elif kind[0] == "swish":
-            out.addcmul_(torch.mul(x, c[i + 1], out=scratch).sigmoid_().mul_(x), c[i])
+            _add_product(out, torch.mul(x, c[i + 1], out=scratch).sigmoid_(), x, c[i], scratch)
             i += 1
         else:  # one random slope per element: the w·s·level part
             # copied into scratch first: an int16 operand would make ATen cast it into a fresh map
-            out.addcmul_(scratch.copy_(next(levels)).mul_(neg), c[i] * kind[2])
+            _add_product(out, scratch.copy_(next(levels)), neg, c[i] * kind[2], scratch)
         i += 1
 
 
-def _swish_scalar_grads(grad: torch.Tensor, x: torch.Tensor, z: torch.Tensor, out: torch.Tensor, w: torch.Tensor,
-                        need: Sequence[bool]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The gradients of a Swish term w·x·σ(z), z = b·x, to w (Σ grad·x·σ(z)) and to b (w·Σ grad·x²·σ(z)(1 - σ(z))),
-    where ``need`` asks for them; ``z`` and ``out`` are overwritten."""
+def _swish_scalar_grads(grad: torch.Tensor, x: torch.Tensor, square: torch.Tensor | None, z: torch.Tensor,
+                        out: torch.Tensor, w: torch.Tensor, need: Sequence[bool]
+                        ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The gradients of a Swish term w·x·σ(z), z = b·x, to w (Σ grad·x·σ(z)) and to b (w·Σ grad·σ(z)(1 - σ(z))·x²),
+    where ``need`` asks for them; ``square`` is x² (or None: computed here), ``z`` and ``out`` are overwritten."""
+    if not any(need):
+        return None, None
     sig = z.sigmoid_()
-    xs = torch.mul(sig, x, out=out)
-    grad_w = _dot(grad, xs) if need[0] else None
-    grad_b = w * _dot(grad, sig.neg_().add_(1.0).mul_(xs).mul_(x)) if need[1] else None
+    grad_w = _dot(torch.mul(grad, sig, out=out), x) if need[0] else None
+    grad_b = None
+    if need[1]:
+        slope = torch.ops.aten.sigmoid_backward.grad_input(grad, sig, grad_input=out)  # grad·σ(1 - σ)
+        grad_b = w * (_dot(slope, square) if square is not None else _dot(slope.mul_(x), x))
     return grad_w, grad_b
 
 
@@ -377,31 +427,29 @@ class _NodeMixture(torch.autograd.Function):
     """Several :class:`_FusedMixture` of one input x: relu(x), min(x, 0), each expm1(min(x, 0)/α) and
     clamp(x, 0, 6) computed once for all of them, and in backward, the gradients the mixtures send to x summed
     per term (Σ_e P_e·g_e, ...) before the one-pass masks apply them. Per mixture this leaves its scalar
-    multiples, Swish and RReLU's random slopes: about 11 passes forward instead of 20."""
+    multiples, Swish and RReLU's random slopes: about 9 passes forward instead of 20."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, layout: tuple[Any, ...], count: int, levels: tuple[torch.Tensor, ...],
                 *scalars: torch.Tensor) -> tuple[torch.Tensor, ...]:
         alphas, kinds = layout
         per = len(scalars) // count
-        pos = torch.clamp(x, min=0.0)
-        neg = torch.clamp(x, max=0.0)
-        half_expm1 = [_half_expm1(neg, alpha) for alpha in alphas]
-        relu6 = torch.clamp(x, 0.0, 6.0) if any(k[0] == "relu6" for k in kinds) else None
-        scratch = torch.empty_like(x) if any(k[0] in ("swish", "rrelu") for k in kinds) else None
         rrelu = iter(levels)
         outs = []
-        for m in range(count):
-            c = [s.to(x.dtype) for s in scalars[m * per:(m + 1) * per]]
-            # an RReLU term w·min(x,0)·(a + s·level): its w·a part joins N's pass
-            neg_coef = c[1]
-            for i, a, _ in _rrelu_scales(layout):
-                neg_coef = neg_coef + c[i] * a
-            out = torch.mul(pos, c[0]).addcmul_(neg, neg_coef)
-            for half, coef in zip(half_expm1, c[2:], strict=False):
-                out.addcmul_(half, 2.0 * coef)
-            _add_extra_terms(out, x, neg, kinds, c[2 + len(alphas):], rrelu, scratch, relu6)
-            outs.append(out)
+        with ScratchMaps(x) as maps:
+            pos = torch.clamp(x, min=0.0, out=maps.new())
+            neg = torch.clamp(x, max=0.0, out=maps.new())
+            half_expm1 = [_half_expm1(neg, alpha, maps) for alpha in alphas]
+            relu6 = torch.clamp(x, 0.0, 6.0, out=maps.new()) if any(k[0] == "relu6" for k in kinds) else None
+            scratch = maps.new() if any(k[0] in ("swish", "rrelu") for k in kinds) else None
+            for m in range(count):
+                c = _coefficients(scalars[m * per:(m + 1) * per], x)
+                out = torch.mul(pos, c[0])
+                _add_scaled(out, neg, _neg_coef(layout, c))
+                for half, coef in zip(half_expm1, c[2:], strict=False):
+                    _add_scaled(out, half, 2.0 * coef)
+                _add_extra_terms(out, x, neg, kinds, c[2 + len(alphas):], rrelu, scratch, relu6)
+                outs.append(out)
         ctx.save_for_backward(x, *levels, *scalars)
         ctx.layout, ctx.count = layout, count
         return tuple(outs)
@@ -416,78 +464,93 @@ class _NodeMixture(torch.autograd.Function):
         levels, scalars = iter(saved[:n_levels]), saved[n_levels:]
         per = len(scalars) // count
         need = ctx.needs_input_grad[4:]
+        rrelu_at = {i for i, _, _ in _rrelu_scales(ctx.layout)}
         scalar_grads: list[torch.Tensor | None] = [None] * len(scalars)
-        pos = torch.clamp(x, min=0.0)
-        neg = torch.clamp(x, max=0.0)  # min(x, 0); its slope is 1 where x <= 0, as autograd takes x - relu(x)
-        exp_m1 = [_exp_minus_one(neg, alpha, torch.empty_like(x)) for alpha in alphas]
-        relu6 = torch.clamp(x, 0.0, 6.0) if any(k[0] == "relu6" for k in kinds) else None
-        scratch = torch.empty_like(x)
-        # what the mixtures send to x, summed over them before the masks: Σ P·g (where x > 0), Σ N·g plus RReLU's
-        # Σ w·slope·g (x <= 0), Σ (E/α)·g per α (x <= 0, times exp(x/α)), Σ w·g of ReLU6 (0 < x < 6), and Swish's
-        above = below = relu6_sum = swish_sum = swish_scratch = None
-        exp_sums: list[torch.Tensor | None] = [None] * len(alphas)
-        for m, grad in enumerate(grads):
-            c = [s.to(x.dtype) for s in scalars[m * per:(m + 1) * per]]
-            wanted = need[m * per:(m + 1) * per]
-            found = scalar_grads[m * per:(m + 1) * per]
-            if wanted[0]:
-                found[0] = _dot(grad, pos)
-            if wanted[1]:
-                found[1] = _dot(grad, neg)
-            above = _accumulate(above, grad, c[0])
-            below = _accumulate(below, grad, c[1])
-            for j, alpha in enumerate(alphas):
-                if wanted[2 + j]:
-                    found[2 + j] = _dot(grad, exp_m1[j])
-                exp_sums[j] = _accumulate(exp_sums[j], grad, c[2 + j] / alpha)  # d/dx E·expm1(x/α) = (E/α)·exp(x/α)
-            i = 2 + len(alphas)
-            for kind in kinds:
-                if kind[0] == "rrelu":
-                    _, a, s = kind
-                    slope_grad = scratch.copy_(next(levels)).mul_(s).add_(a).mul_(grad)
-                    below.addcmul_(slope_grad, c[i])
-                    if wanted[i]:
-                        found[i] = _dot(slope_grad, neg)
-                elif kind[0] == "relu6":
-                    if wanted[i]:
-                        found[i] = _dot(grad, relu6)
-                    relu6_sum = _accumulate(relu6_sum, grad, c[i])
-                else:  # swish w·x·σ(bx) = (w/b)·silu(bx): d/dx = w·silu'(bx), d/dw = x·σ(bx), d/db = w·x²·σ(1-σ)
-                    if swish_scratch is None:
-                        swish_scratch = torch.empty_like(x)
-                    z = torch.mul(x, c[i + 1], out=scratch)
-                    swish_sum = _accumulate(swish_sum, torch.ops.aten.silu_backward.grad_input(
-                        grad, z, grad_input=swish_scratch), c[i])
-                    found[i], found[i + 1] = _swish_scalar_grads(grad, x, z, swish_scratch, c[i], wanted[i:i + 2])
+        with ScratchMaps(x) as maps:
+            pos = torch.clamp(x, min=0.0, out=maps.new())
+            neg = torch.clamp(x, max=0.0, out=maps.new())  # min(x, 0); its slope is 1 where x <= 0, as autograd
+            exp_m1 = [_exp_minus_one(neg, alpha, maps.new()) for alpha in alphas]  # takes x - relu(x)
+            relu6 = torch.clamp(x, 0.0, 6.0, out=maps.new()) if any(k[0] == "relu6" for k in kinds) else None
+            square = None  # x², for the gradients of Swish's b
+            if any(k[0] == "swish" for k in kinds) and any(need):
+                square = torch.mul(x, x, out=maps.new())
+            scratch = maps.new()
+            # what the mixtures send to x, summed over them before the masks: Σ P·g (where x > 0), Σ N·g plus
+            # RReLU's Σ w·slope·g (x <= 0), Σ (E/α)·g per α (x <= 0, times exp(x/α)), Σ w·g of ReLU6
+            # (0 < x < 6), and Swish's
+            above = below = relu6_sum = swish_sum = swish_scratch = None
+            exp_sums: list[torch.Tensor | None] = [None] * len(alphas)
+            for m, grad in enumerate(grads):
+                c = _coefficients(scalars[m * per:(m + 1) * per], x)
+                wanted = need[m * per:(m + 1) * per]
+                found = scalar_grads[m * per:(m + 1) * per]
+                if wanted[0]:
+                    found[0] = _dot(grad, pos)
+                grad_neg = _dot(grad, neg) if wanted[1] or any(wanted[i] for i in rrelu_at) else None
+                found[1] = grad_neg if wanted[1] else None
+                above = _accumulate(above, grad, c[0], maps)
+                below = _accumulate(below, grad, _neg_coef(ctx.layout, c), maps)
+                for j, alpha in enumerate(alphas):
+                    if wanted[2 + j]:
+                        found[2 + j] = _dot(grad, exp_m1[j])
+                    # d/dx E·expm1(x/α) = (E/α)·exp(x/α)
+                    exp_sums[j] = _accumulate(exp_sums[j], grad, c[2 + j] / alpha, maps)
+                i = 2 + len(alphas)
+                for kind in kinds:
+                    if kind[0] == "rrelu":  # slope a + s·level: a joined N's coefficient, s·level is per element
+                        _, a, s = kind
+                        level = scratch.copy_(next(levels))
+                        if wanted[i]:
+                            level_grad = level.mul_(grad)
+                            _add_scaled(below, level_grad, c[i] * s)
+                            found[i] = a * grad_neg + s * _dot(level_grad, neg)
+                        else:
+                            _add_product(below, level, grad, c[i] * s, level)
+                    elif kind[0] == "relu6":
+                        if wanted[i]:
+                            found[i] = _dot(grad, relu6)
+                        relu6_sum = _accumulate(relu6_sum, grad, c[i], maps)
+                    else:  # swish w·x·σ(bx) = (w/b)·silu(bx): d/dx = w·silu'(bx), d/dw = x·σ(bx), d/db = w·x²·σ(1-σ)
+                        if swish_scratch is None:
+                            swish_scratch = maps.new()
+                        z = torch.mul(x, c[i + 1], out=scratch)
+                        swish_sum = _accumulate(swish_sum, torch.ops.aten.silu_backward.grad_input(
+                            grad, z, grad_input=swish_scratch), c[i], maps)
+                        found[i], found[i + 1] = _swish_scalar_grads(grad, x, square, z, swish_scratch, c[i],
+                                                                     wanted[i:i + 2])
+                        i += 1
                     i += 1
-                i += 1
-            scalar_grads[m * per:(m + 1) * per] = found
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            for j, exp_sum in enumerate(exp_sums):
-                below.addcmul_(exp_sum, exp_m1[j].add_(1.0))
-            # x > 0 takes `above`, x <= 0 `below`: below + relu'(x)·(above - below) by ReLU's one-pass backward
-            # (torch.where with a mask is not vectorised on CPU: 2 ms against 0.2 ms at 64x16x32x32)
-            grad_x = torch.ops.aten.threshold_backward(above.sub_(below), x, 0.0).add_(below)
-            if relu6_sum is not None:
-                grad_x.add_(torch.ops.aten.hardtanh_backward.grad_input(relu6_sum, x, 0.0, 6.0, grad_input=scratch))
-            if swish_sum is not None:
-                grad_x.add_(swish_sum)
+                scalar_grads[m * per:(m + 1) * per] = found
+            grad_x = None
+            if ctx.needs_input_grad[0]:
+                for j, exp_sum in enumerate(exp_sums):
+                    below.addcmul_(exp_sum, exp_m1[j].add_(1.0))
+                # x > 0 takes `above`, x <= 0 `below`: below + relu'(x)·(above - below) by ReLU's one-pass
+                # backward (torch.where with a mask is not vectorised on CPU: 2 ms against 0.2 ms at 64x16x32x32)
+                grad_x = torch.ops.aten.threshold_backward(above.sub_(below), x, 0.0).add_(below)
+                if relu6_sum is not None:
+                    grad_x.add_(torch.ops.aten.hardtanh_backward.grad_input(relu6_sum, x, 0.0, 6.0,
+                                                                             grad_input=scratch))
+                if swish_sum is not None:
+                    grad_x.add_(swish_sum)
         scalar_grads = [None if g is None else g.to(s.dtype) for g, s in zip(scalar_grads, scalars, strict=True)]
         return grad_x, None, None, None, *scalar_grads
 
 
-def _accumulate(total: torch.Tensor | None, grad: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
-    """total + coef·grad, in place after the first."""
-    return torch.mul(grad, coef) if total is None else total.addcmul_(grad, coef)
+def _accumulate(total: torch.Tensor | None, grad: torch.Tensor, coef: Coef, maps: ScratchMaps) -> torch.Tensor:
+    """total + coef·grad, in place after the first (a scratch map from ``maps``)."""
+    if total is None:
+        return torch.mul(grad, coef, out=maps.new())
+    _add_scaled(total, grad, coef)
+    return total
 
 
-def _half_expm1(neg: torch.Tensor, alpha: float) -> torch.Tensor:
+def _half_expm1(neg: torch.Tensor, alpha: float, maps: ScratchMaps) -> torch.Tensor:
     """expm1(neg/α)/2 for neg <= 0, as t/(1 - t) with t = tanh(neg/2α): for neg <= 0, 1 - t lies in [1, 2], so
     nothing cancels and the result keeps expm1's relative accuracy near 0 (within 3 float32 ulps of expm1, by
     test), which exp(y) - 1 loses there; neg = -inf gives -1/2. (Half: the 2 joins each mixture's coefficient.)"""
-    t = torch.mul(neg, 0.5 / alpha).tanh_()
-    return t.div_(torch.rsub(t, 1.0))
+    t = torch.mul(neg, 0.5 / alpha, out=maps.new()).tanh_()
+    return t.div_(torch.neg(t, out=maps.new()).add_(1.0))
 
 
 @functools.cache
@@ -501,7 +564,7 @@ def compiled_mixture(x: torch.Tensor, weights: torch.Tensor, acts: Sequence[nn.M
     ``torch.compile``: the same function, RReLU's slopes included (drawn outside the compiled code, from
     torch's generator: the compiler's own CPU generator costs as much as the whole eager forward). Measured
     on CPU at 64x16x32x32: 4.2 ms forward+backward against 8.8 ms for the eager :class:`_FusedMixture`, 2 ms
-    of either drawing the slopes (before they came as 15-bit levels, :func:`rrelu_levels`). The first call
+    of either drawing the slopes (before they came as 16-bit levels, :func:`rrelu_levels`). The first call
     compiles (seconds), so this is an option for long searches, not the default."""
     terms = mixture_terms(weights, acts)
     return _compiled_from_terms()(x, *terms, rrelu_slopes(x, terms[3]))
