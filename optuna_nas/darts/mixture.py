@@ -11,8 +11,9 @@ this family (a user's own) keep the one-at-a-time path.
 
 Its gradient is written out by hand (:class:`_FusedMixture`): autograd of the closed form keeps a dozen
 intermediate maps, or recomputes them all under a checkpoint and then walks about 35 backward passes; the
-hand-written backward keeps only x (and RReLU's random slope levels in training) and takes about 25 passes, ATen's
-one-pass activation backwards (ReLU, hardtanh, SiLU) and dot products doing most of it.
+hand-written backward keeps only x (and RReLU's random slope levels in training) and takes about 20 passes, ATen's
+one-pass activation backwards (ReLU, hardtanh, SiLU, sigmoid) and dot products doing most of it. Their temporaries
+come from a pool (scratch.py), and on CPU their coefficients are Python numbers (``_NUMBER_COEFFICIENTS``).
 
 The edges that read one node mix the same x under their own weights, so a search cell computes them in one
 call (:func:`fused_mixtures`, :class:`_NodeMixture`): relu(x), min(x, 0), expm1 and clamp(x, 0, 6) once per node
