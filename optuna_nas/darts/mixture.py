@@ -32,7 +32,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from ..ops import LearnableSwish
-from .scratch import ScratchMaps
+from .scratch import ScratchMaps, blocks, like_layout
 
 # SELU(x) = λ·(x if x > 0 else α·expm1(x))
 _SELU_LAMBDA = 1.0507009873554804934193349852946
@@ -428,29 +428,33 @@ class _NodeMixture(torch.autograd.Function):
     """Several :class:`_FusedMixture` of one input x: relu(x), min(x, 0), each expm1(min(x, 0)/α) and
     clamp(x, 0, 6) computed once for all of them, and in backward, the gradients the mixtures send to x summed
     per term (Σ_e P_e·g_e, ...) before the one-pass masks apply them. Per mixture this leaves its scalar
-    multiples, Swish and RReLU's random slopes: about 9 passes forward instead of 20."""
+    multiples, Swish and RReLU's random slopes: about 9 passes forward instead of 20. On CPU both directions go
+    block by block (scratch.blocks), so that those passes read the caches, not memory."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, layout: tuple[Any, ...], count: int, levels: tuple[torch.Tensor, ...],
                 *scalars: torch.Tensor) -> tuple[torch.Tensor, ...]:
         alphas, kinds = layout
         per = len(scalars) // count
-        rrelu = iter(levels)
-        outs = []
-        with ScratchMaps(x) as maps:
-            pos = torch.clamp(x, min=0.0, out=maps.new())
-            neg = torch.clamp(x, max=0.0, out=maps.new())
-            half_expm1 = [_half_expm1(neg, alpha, maps) for alpha in alphas]
-            relu6 = torch.clamp(x, 0.0, 6.0, out=maps.new()) if any(k[0] == "relu6" for k in kinds) else None
-            scratch = maps.new() if any(k[0] in ("swish", "rrelu") for k in kinds) else None
-            for m in range(count):
-                c = _coefficients(scalars[m * per:(m + 1) * per], x)
-                out = torch.mul(pos, c[0])
-                _add_scaled(out, neg, _neg_coef(layout, c))
-                for half, coef in zip(half_expm1, c[2:], strict=False):
-                    _add_scaled(out, half, 2.0 * coef)
-                _add_extra_terms(out, x, neg, kinds, c[2 + len(alphas):], rrelu, scratch, relu6)
-                outs.append(out)
+        coefs = [_coefficients(scalars[m * per:(m + 1) * per], x) for m in range(count)]
+        outs = [torch.empty_like(x) for _ in range(count)]
+        like, pieces = blocks(x, [*outs, *levels])
+        with ScratchMaps(like) as maps:
+            has_relu6 = any(k[0] == "relu6" for k in kinds)
+            work = [maps.new() for _ in range(3 + has_relu6 + len(alphas))]
+            for piece in pieces:
+                xb, out_blocks, level_blocks = piece[0], piece[1:1 + count], iter(piece[1 + count:])
+                pos, neg, scratch, *rest = (_fit(w, xb) for w in work)
+                torch.clamp(xb, min=0.0, out=pos)
+                torch.clamp(xb, max=0.0, out=neg)
+                relu6 = torch.clamp(xb, 0.0, 6.0, out=rest.pop()) if has_relu6 else None
+                half_expm1 = [_half_expm1(neg, alpha, out, scratch) for alpha, out in zip(alphas, rest, strict=True)]
+                for out, c in zip(out_blocks, coefs, strict=True):
+                    torch.mul(pos, c[0], out=out)
+                    _add_scaled(out, neg, _neg_coef(layout, c))
+                    for half, coef in zip(half_expm1, c[2:], strict=False):
+                        _add_scaled(out, half, 2.0 * coef)
+                    _add_extra_terms(out, xb, neg, kinds, c[2 + len(alphas):], level_blocks, scratch, relu6)
         ctx.save_for_backward(x, *levels, *scalars)
         ctx.layout, ctx.count = layout, count
         return tuple(outs)
@@ -462,96 +466,136 @@ class _NodeMixture(torch.autograd.Function):
         count = ctx.count
         x, *saved = ctx.saved_tensors
         n_levels = count * sum(kind[0] == "rrelu" for kind in kinds)
-        levels, scalars = iter(saved[:n_levels]), saved[n_levels:]
+        levels, scalars = saved[:n_levels], saved[n_levels:]
         per = len(scalars) // count
         need = ctx.needs_input_grad[4:]
-        rrelu_at = {i for i, _, _ in _rrelu_scales(ctx.layout)}
-        scalar_grads: list[torch.Tensor | None] = [None] * len(scalars)
-        with ScratchMaps(x) as maps:
-            pos = torch.clamp(x, min=0.0, out=maps.new())
-            neg = torch.clamp(x, max=0.0, out=maps.new())  # min(x, 0); its slope is 1 where x <= 0, as autograd
-            exp_m1 = [_exp_minus_one(neg, alpha, maps.new()) for alpha in alphas]  # takes x - relu(x)
-            relu6 = torch.clamp(x, 0.0, 6.0, out=maps.new()) if any(k[0] == "relu6" for k in kinds) else None
-            square = None  # x², for the gradients of Swish's b
-            if any(k[0] == "swish" for k in kinds) and any(need):
-                square = torch.mul(x, x, out=maps.new())
-            scratch = maps.new()
-            # what the mixtures send to x, summed over them before the masks: Σ P·g (where x > 0), Σ N·g plus
-            # RReLU's Σ w·slope·g (x <= 0), Σ (E/α)·g per α (x <= 0, times exp(x/α)), Σ w·g of ReLU6
-            # (0 < x < 6), and Swish's
-            above = below = relu6_sum = swish_sum = swish_scratch = None
-            exp_sums: list[torch.Tensor | None] = [None] * len(alphas)
-            for m, grad in enumerate(grads):
-                c = _coefficients(scalars[m * per:(m + 1) * per], x)
-                wanted = need[m * per:(m + 1) * per]
-                found = scalar_grads[m * per:(m + 1) * per]
-                if wanted[0]:
-                    found[0] = _dot(grad, pos)
-                grad_neg = _dot(grad, neg) if wanted[1] or any(wanted[i] for i in rrelu_at) else None
-                found[1] = grad_neg if wanted[1] else None
-                above = _accumulate(above, grad, c[0], maps)
-                below = _accumulate(below, grad, _neg_coef(ctx.layout, c), maps)
-                for j, alpha in enumerate(alphas):
-                    if wanted[2 + j]:
-                        found[2 + j] = _dot(grad, exp_m1[j])
-                    # d/dx E·expm1(x/α) = (E/α)·exp(x/α)
-                    exp_sums[j] = _accumulate(exp_sums[j], grad, c[2 + j] / alpha, maps)
-                i = 2 + len(alphas)
-                for kind in kinds:
-                    if kind[0] == "rrelu":  # slope a + s·level: a joined N's coefficient, s·level is per element
-                        _, a, s = kind
-                        level = scratch.copy_(next(levels))
-                        if wanted[i]:
-                            level_grad = level.mul_(grad)
-                            _add_scaled(below, level_grad, c[i] * s)
-                            found[i] = a * grad_neg + s * _dot(level_grad, neg)
-                        else:
-                            _add_product(below, level, grad, c[i] * s, level)
-                    elif kind[0] == "relu6":
-                        if wanted[i]:
-                            found[i] = _dot(grad, relu6)
-                        relu6_sum = _accumulate(relu6_sum, grad, c[i], maps)
-                    else:  # swish w·x·σ(bx) = (w/b)·silu(bx): d/dx = w·silu'(bx), d/dw = x·σ(bx), d/db = w·x²·σ(1-σ)
-                        if swish_scratch is None:
-                            swish_scratch = maps.new()
-                        z = torch.mul(x, c[i + 1], out=scratch)
-                        swish_sum = _accumulate(swish_sum, torch.ops.aten.silu_backward.grad_input(
-                            grad, z, grad_input=swish_scratch), c[i], maps)
-                        found[i], found[i + 1] = _swish_scalar_grads(grad, x, square, z, swish_scratch, c[i],
-                                                                     wanted[i:i + 2])
-                        i += 1
-                    i += 1
-                scalar_grads[m * per:(m + 1) * per] = found
-            grad_x = None
-            if ctx.needs_input_grad[0]:
-                for j, exp_sum in enumerate(exp_sums):
-                    below.addcmul_(exp_sum, exp_m1[j].add_(1.0))
-                # x > 0 takes `above`, x <= 0 `below`: below + relu'(x)·(above - below) by ReLU's one-pass
-                # backward (torch.where with a mask is not vectorised on CPU: 2 ms against 0.2 ms at 64x16x32x32)
-                grad_x = torch.ops.aten.threshold_backward(above.sub_(below), x, 0.0).add_(below)
-                if relu6_sum is not None:
-                    grad_x.add_(torch.ops.aten.hardtanh_backward.grad_input(relu6_sum, x, 0.0, 6.0,
-                                                                             grad_input=scratch))
-                if swish_sum is not None:
-                    grad_x.add_(swish_sum)
-        scalar_grads = [None if g is None else g.to(s.dtype) for g, s in zip(scalar_grads, scalars, strict=True)]
+        coefs = [_coefficients(scalars[m * per:(m + 1) * per], x) for m in range(count)]
+        block_sums: list[list[torch.Tensor]] = [[] for _ in scalars]  # each scalar's gradient, block by block
+        grad_x = torch.empty_like(x) if ctx.needs_input_grad[0] else None
+        grads = tuple(like_layout(g, x) for g in grads)
+        like, pieces = blocks(x, [*grads, *levels, *([grad_x] if grad_x is not None else [])])
+        with ScratchMaps(like) as maps:
+            work = [maps.new() for _ in range(_backward_maps(ctx.layout, any(need)))]
+            for piece in pieces:
+                xb, grad_blocks = piece[0], piece[1:1 + count]
+                level_blocks = iter(piece[1 + count:1 + count + n_levels])
+                grad_x_block = piece[-1] if grad_x is not None else None
+                found = _NodeMixture._block_backward(ctx.layout, coefs, need, xb, grad_blocks, level_blocks,
+                                                     grad_x_block, [_fit(w, xb) for w in work])
+                for parts, part in zip(block_sums, found, strict=True):
+                    if part is not None:
+                        parts.append(part)
+        scalar_grads = [None if not parts else (parts[0] if len(parts) == 1 else torch.stack(parts).sum()).to(s.dtype)
+                        for parts, s in zip(block_sums, scalars, strict=True)]
         return grad_x, None, None, None, *scalar_grads
 
+    @staticmethod
+    def _block_backward(layout: tuple[Any, ...], coefs: list[list[Coef]], need: Sequence[bool], x: torch.Tensor,
+                        grads: Sequence[torch.Tensor], levels: Iterator[torch.Tensor], grad_x: torch.Tensor | None,
+                        work: list[torch.Tensor]) -> list[torch.Tensor | None]:
+        """The backward on one block: writes x's gradient into ``grad_x`` (when given) and returns the block's
+        share of every scalar's gradient (a sum over elements). ``work``: :func:`_backward_maps` scratch maps."""
+        alphas, kinds = layout
+        per = len(need) // len(grads)
+        rrelu_at = {i for i, _, _ in _rrelu_scales(layout)}
+        spare = iter(work)
+        pos = torch.clamp(x, min=0.0, out=next(spare))
+        neg = torch.clamp(x, max=0.0, out=next(spare))  # min(x, 0); its slope is 1 where x <= 0, as autograd
+        exp_m1 = [_exp_minus_one(neg, alpha, next(spare)) for alpha in alphas]  # takes x - relu(x)
+        relu6 = torch.clamp(x, 0.0, 6.0, out=next(spare)) if any(k[0] == "relu6" for k in kinds) else None
+        square = None  # x², for the gradients of Swish's b
+        if any(k[0] == "swish" for k in kinds) and any(need):
+            square = torch.mul(x, x, out=next(spare))
+        scratch = next(spare)
+        # what the mixtures send to x, summed over them before the masks: Σ P·g (where x > 0), Σ N·g plus
+        # RReLU's Σ w·slope·g (x <= 0), Σ (E/α)·g per α (x <= 0, times exp(x/α)), Σ w·g of ReLU6
+        # (0 < x < 6), and Swish's
+        above = below = relu6_sum = swish_sum = swish_scratch = None
+        exp_sums: list[torch.Tensor | None] = [None] * len(alphas)
+        scalar_grads: list[torch.Tensor | None] = [None] * len(need)
+        for m, (grad, c) in enumerate(zip(grads, coefs, strict=True)):
+            wanted = need[m * per:(m + 1) * per]
+            found = scalar_grads[m * per:(m + 1) * per]
+            if wanted[0]:
+                found[0] = _dot(grad, pos)
+            grad_neg = _dot(grad, neg) if wanted[1] or any(wanted[i] for i in rrelu_at) else None
+            found[1] = grad_neg if wanted[1] else None
+            above = _accumulate(above, grad, c[0], spare)
+            below = _accumulate(below, grad, _neg_coef(layout, c), spare)
+            for j, alpha in enumerate(alphas):
+                if wanted[2 + j]:
+                    found[2 + j] = _dot(grad, exp_m1[j])
+                # d/dx E·expm1(x/α) = (E/α)·exp(x/α)
+                exp_sums[j] = _accumulate(exp_sums[j], grad, c[2 + j] / alpha, spare)
+            i = 2 + len(alphas)
+            for kind in kinds:
+                if kind[0] == "rrelu":  # slope a + s·level: a joined N's coefficient, s·level is per element
+                    _, a, s = kind
+                    level = scratch.copy_(next(levels))
+                    if wanted[i]:
+                        level_grad = level.mul_(grad)
+                        _add_scaled(below, level_grad, c[i] * s)
+                        found[i] = a * grad_neg + s * _dot(level_grad, neg)
+                    else:
+                        _add_product(below, level, grad, c[i] * s, level)
+                elif kind[0] == "relu6":
+                    if wanted[i]:
+                        found[i] = _dot(grad, relu6)
+                    relu6_sum = _accumulate(relu6_sum, grad, c[i], spare)
+                else:  # swish w·x·σ(bx) = (w/b)·silu(bx): d/dx = w·silu'(bx), d/dw = x·σ(bx), d/db = w·x²·σ(1-σ)
+                    if swish_scratch is None:
+                        swish_scratch = next(spare)
+                    z = torch.mul(x, c[i + 1], out=scratch)
+                    swish_sum = _accumulate(swish_sum, torch.ops.aten.silu_backward.grad_input(
+                        grad, z, grad_input=swish_scratch), c[i], spare)
+                    found[i], found[i + 1] = _swish_scalar_grads(grad, x, square, z, swish_scratch, c[i],
+                                                                 wanted[i:i + 2])
+                    i += 1
+                i += 1
+            scalar_grads[m * per:(m + 1) * per] = found
+        if grad_x is not None:
+            for j, exp_sum in enumerate(exp_sums):
+                below.addcmul_(exp_sum, exp_m1[j].add_(1.0))
+            # x > 0 takes `above`, x <= 0 `below`: below + relu'(x)·(above - below) by ReLU's one-pass
+            # backward (torch.where with a mask is not vectorised on CPU: 2 ms against 0.2 ms at 64x16x32x32)
+            torch.ops.aten.threshold_backward.grad_input(above.sub_(below), x, 0.0, grad_input=grad_x).add_(below)
+            if relu6_sum is not None:
+                grad_x.add_(torch.ops.aten.hardtanh_backward.grad_input(relu6_sum, x, 0.0, 6.0, grad_input=scratch))
+            if swish_sum is not None:
+                grad_x.add_(swish_sum)
+        return scalar_grads
 
-def _accumulate(total: torch.Tensor | None, grad: torch.Tensor, coef: Coef, maps: ScratchMaps) -> torch.Tensor:
-    """total + coef·grad, in place after the first (a scratch map from ``maps``)."""
+
+def _fit(work: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
+    """A scratch map for ``block``: all of ``work``, or its start for the shorter last block."""
+    return work if work.numel() == block.numel() else work[:block.numel()]
+
+
+def _backward_maps(layout: tuple[Any, ...], scalars_wanted: bool) -> int:
+    """How many scratch maps :meth:`_NodeMixture._block_backward` takes at most."""
+    alphas, kinds = layout
+    has = {k[0] for k in kinds}
+    shared = 3 + len(alphas) + ("relu6" in has) + ("swish" in has and scalars_wanted)  # pos, neg, exp, ..., scratch
+    sums = 2 + len(alphas) + ("relu6" in has) + 2 * ("swish" in has)  # above, below, exp sums, relu6, swish (+ map)
+    return shared + sums
+
+
+def _accumulate(total: torch.Tensor | None, grad: torch.Tensor, coef: Coef, spare: Iterator[torch.Tensor]
+                ) -> torch.Tensor:
+    """total + coef·grad, in place after the first (the next of the ``spare`` scratch maps)."""
     if total is None:
-        return torch.mul(grad, coef, out=maps.new())
+        return torch.mul(grad, coef, out=next(spare))
     _add_scaled(total, grad, coef)
     return total
 
 
-def _half_expm1(neg: torch.Tensor, alpha: float, maps: ScratchMaps) -> torch.Tensor:
-    """expm1(neg/α)/2 for neg <= 0, as t/(1 - t) with t = tanh(neg/2α): for neg <= 0, 1 - t lies in [1, 2], so
-    nothing cancels and the result keeps expm1's relative accuracy near 0 (within 3 float32 ulps of expm1, by
-    test), which exp(y) - 1 loses there; neg = -inf gives -1/2. (Half: the 2 joins each mixture's coefficient.)"""
-    t = torch.mul(neg, 0.5 / alpha, out=maps.new()).tanh_()
-    return t.div_(torch.neg(t, out=maps.new()).add_(1.0))
+def _half_expm1(neg: torch.Tensor, alpha: float, out: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    """expm1(neg/α)/2 for neg <= 0 into ``out``, as t/(1 - t) with t = tanh(neg/2α): for neg <= 0, 1 - t lies in
+    [1, 2], so nothing cancels and the result keeps expm1's relative accuracy near 0 (within 3 float32 ulps of
+    expm1, by test), which exp(y) - 1 loses there; neg = -inf gives -1/2. (Half: the 2 joins each mixture's
+    coefficient.)"""
+    t = torch.mul(neg, 0.5 / alpha, out=out).tanh_()
+    return t.div_(torch.neg(t, out=scratch).add_(1.0))
 
 
 @functools.cache

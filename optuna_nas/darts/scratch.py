@@ -1,4 +1,5 @@
-"""Scratch feature maps that the β-mixture's autograd functions reuse from one call to the next on CPU.
+"""Scratch feature maps that the β-mixture's autograd functions reuse from one call to the next on CPU, and the
+cache-sized blocks they work in.
 
 On CPU a fresh feature map costs more than the pass that fills it: its pages come new from the kernel, each
 with a fault and a zeroing, because glibc hands maps of this size back to the system when they are freed. One
@@ -59,3 +60,35 @@ class ScratchMaps:
             free = _POOL.free.setdefault(self.key, [])
             free.extend(self.taken[: max(_KEEP - len(free), 0)])
             self.taken = []
+
+
+# Elements per block (1 MB of float32): a node's mixtures keep about eight maps of a block in use at once, which
+# then stay in the CPU's caches between passes, and blocks this large keep the cost of dispatching each pass
+# small. At 64x16x32x32, four edges' mixtures forward took 25 ms in whole maps, 13.8 ms in blocks of this size
+# (12.7 ms at half of it, 16.9 ms at a quarter).
+BLOCK = 262144
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    """``t`` (contiguous or channels-last) as a 1-D view in memory order."""
+    return t.view(-1) if t.is_contiguous() else t.permute(0, 2, 3, 1).reshape(-1)
+
+
+def blocks(x: torch.Tensor, maps: list[torch.Tensor]) -> tuple[torch.Tensor, list[list[torch.Tensor]]]:
+    """(what scratch maps for one block should look like, [[x's block, each map's block], ...]): x and ``maps``
+    cut into blocks of :data:`BLOCK` elements in memory order. Element-wise work done block by block then reads
+    each map from memory once instead of once per pass. Where that cannot be done (not on CPU, or layouts that
+    differ or are not dense) there is one block, the tensors themselves."""
+    same = all(m.shape == x.shape and m.stride() == x.stride() for m in maps)
+    if x.device.type != "cpu" or not same or not _dense(x) or x.numel() <= BLOCK:
+        return x, [[x, *maps]]
+    flat = [_flat(t) for t in (x, *maps)]
+    return flat[0][:BLOCK], [[f[start:start + BLOCK] for f in flat] for start in range(0, x.numel(), BLOCK)]
+
+
+def like_layout(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``t`` in x's memory layout (a copy only where it differs): a gradient that autograd hands over in another
+    layout than its input's."""
+    if t.stride() == x.stride() or not _dense(x):
+        return t
+    return torch.empty_like(x).copy_(t)

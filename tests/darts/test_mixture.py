@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from optuna_nas.darts import mixture
+from optuna_nas.darts import mixture, scratch
 from optuna_nas.darts.mixture import fused_mixture, fused_mixtures, mixture_from_terms, mixture_terms, rrelu_slopes
 from optuna_nas.ops import create_activation
 
@@ -19,6 +19,14 @@ def coefficients(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     devices run, see mixture._NUMBER_COEFFICIENTS)."""
     if request.param == "tensors":
         monkeypatch.setattr(mixture, "_NUMBER_COEFFICIENTS", frozenset())
+
+
+@pytest.fixture(autouse=True, params=["whole maps", "blocks"])
+def block_size(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """And each of those with a node's maps whole and cut into blocks (scratch.blocks) of 100 elements, the last
+    one shorter: the tests' maps are far smaller than the blocks of a real search."""
+    if request.param == "blocks":
+        monkeypatch.setattr(scratch, "BLOCK", 100)
 
 
 def _activations(train: bool) -> list[nn.Module]:
@@ -125,15 +133,13 @@ def test_expm1_terms_keep_expm1s_accuracy_in_float32(alpha: float, form: str) ->
     from tiny negative inputs to -inf, where exp(x) - 1 would lose every digit near 0; its backward's slope is
     exp(x/α). Both forms: one edge's (two factors) and a node's (one map shared by its edges, halved)."""
     from optuna_nas.darts.mixture import _exp_minus_one, _expm1_factors, _half_expm1
-    from optuna_nas.darts.scratch import ScratchMaps
 
     y = -torch.logspace(-30, 2, 20_000, dtype=torch.float64)
     y = torch.cat([y, torch.tensor([0.0, -0.0, -1e4, -float("inf")], dtype=torch.float64)])
     neg = y.float()
     exact = torch.expm1(neg.double() / alpha)
     if form == "node":
-        with ScratchMaps(neg) as maps:
-            got = 2 * _half_expm1(neg, alpha, maps).double()
+        got = 2 * _half_expm1(neg, alpha, torch.empty_like(neg), torch.empty_like(neg)).double()
     else:
         t, f = _expm1_factors(neg, alpha, torch.tensor(1.0), torch.empty_like(neg), torch.empty_like(neg))
         got = (t * f).double()
@@ -246,3 +252,35 @@ def test_mixtures_of_different_activations_on_one_node_are_each_exact() -> None:
     for (weights, acts), got in zip((first, third, second), fused_mixtures(x, [first, third, second]), strict=True):
         torch.testing.assert_close(got, sum(w * a(x) for w, a in zip(weights, acts, strict=True)),
                                    rtol=1e-12, atol=1e-12)
+
+
+def test_a_node_takes_gradients_in_another_layout_than_its_input() -> None:
+    """Autograd may hand the mixtures their gradients contiguous while x is channels-last: the same result."""
+    edges = _edges(3, train=True)
+    x = (3 * torch.randn(2, 3, 8, 8, dtype=torch.float64)).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    params = _edge_params(x, edges)
+    grads = [torch.randn(2, 3, 8, 8, dtype=torch.float64) for _ in edges]
+    results = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        torch.manual_seed(5)
+        outs = fused_mixtures(x, edges)
+        results.append(torch.autograd.grad(outs, params, [g.contiguous(memory_format=layout) for g in grads]))
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_a_node_on_a_channel_slice_is_exact() -> None:
+    """PC-DARTS's partial channels give a node's mixtures a slice of a channels-last map (not dense): exact too."""
+    edges = _edges(2, train=False)
+    full = (3 * torch.randn(2, 8, 6, 6, dtype=torch.float64)).contiguous(memory_format=torch.channels_last)
+    x = full.requires_grad_()[:, :3]
+    together = fused_mixtures(x, edges)
+    plain = [sum(w * a(x) for w, a in zip(weights, acts, strict=True)) for weights, acts in edges]
+    grads = [torch.randn_like(p) for p in plain]
+    params = [full, *(p for w, acts in edges for p in (w, acts[3].weight, acts[8].b))]
+    for a, b in zip(together, plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    for a, b in zip(torch.autograd.grad(together, params, grads), torch.autograd.grad(plain, params, grads),
+                    strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
