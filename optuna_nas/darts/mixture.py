@@ -341,7 +341,7 @@ def _add_extra_terms(out: torch.Tensor, x: torch.Tensor, neg: torch.Tensor, kind
 
 
 def _swish_scalar_grads(grad: torch.Tensor, x: torch.Tensor, square: torch.Tensor | None, z: torch.Tensor,
-                        out: torch.Tensor, w: torch.Tensor, need: Sequence[bool]
+                        out: torch.Tensor, w: Coef, need: Sequence[bool]
                         ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """The gradients of a Swish term w·x·σ(z), z = b·x, to w (Σ grad·x·σ(z)) and to b (w·Σ grad·σ(z)(1 - σ(z))·x²),
     where ``need`` asks for them; ``square`` is x² (or None: computed here), ``z`` and ``out`` are overwritten."""
