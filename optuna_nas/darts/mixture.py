@@ -437,6 +437,7 @@ class _NodeMixture(torch.autograd.Function):
         alphas, kinds = layout
         per = len(scalars) // count
         coefs = [_coefficients(scalars[m * per:(m + 1) * per], x) for m in range(count)]
+        neg_coefs = [_neg_coef(layout, c) for c in coefs]  # once per call, not per block
         outs = [torch.empty_like(x) for _ in range(count)]
         like, pieces = blocks(x, [*outs, *levels])
         with ScratchMaps(like) as maps:
@@ -449,9 +450,9 @@ class _NodeMixture(torch.autograd.Function):
                 torch.clamp(xb, max=0.0, out=neg)
                 relu6 = torch.clamp(xb, 0.0, 6.0, out=rest.pop()) if has_relu6 else None
                 half_expm1 = [_half_expm1(neg, alpha, out, scratch) for alpha, out in zip(alphas, rest, strict=True)]
-                for out, c in zip(out_blocks, coefs, strict=True):
+                for out, c, neg_coef in zip(out_blocks, coefs, neg_coefs, strict=True):
                     torch.mul(pos, c[0], out=out)
-                    _add_scaled(out, neg, _neg_coef(layout, c))
+                    _add_scaled(out, neg, neg_coef)
                     for half, coef in zip(half_expm1, c[2:], strict=False):
                         _add_scaled(out, half, 2.0 * coef)
                     _add_extra_terms(out, xb, neg, kinds, c[2 + len(alphas):], level_blocks, scratch, relu6)
@@ -470,6 +471,7 @@ class _NodeMixture(torch.autograd.Function):
         per = len(scalars) // count
         need = ctx.needs_input_grad[4:]
         coefs = [_coefficients(scalars[m * per:(m + 1) * per], x) for m in range(count)]
+        neg_coefs = [_neg_coef(ctx.layout, c) for c in coefs]  # once per call, not per block
         block_sums: list[list[torch.Tensor]] = [[] for _ in scalars]  # each scalar's gradient, block by block
         grad_x = torch.empty_like(x) if ctx.needs_input_grad[0] else None
         grads = tuple(like_layout(g, x) for g in grads)
@@ -480,8 +482,8 @@ class _NodeMixture(torch.autograd.Function):
                 xb, grad_blocks = piece[0], piece[1:1 + count]
                 level_blocks = iter(piece[1 + count:1 + count + n_levels])
                 grad_x_block = piece[-1] if grad_x is not None else None
-                found = _NodeMixture._block_backward(ctx.layout, coefs, need, xb, grad_blocks, level_blocks,
-                                                     grad_x_block, [_fit(w, xb) for w in work])
+                found = _NodeMixture._block_backward(ctx.layout, coefs, neg_coefs, need, xb, grad_blocks,
+                                                     level_blocks, grad_x_block, [_fit(w, xb) for w in work])
                 for parts, part in zip(block_sums, found, strict=True):
                     if part is not None:
                         parts.append(part)
@@ -490,11 +492,12 @@ class _NodeMixture(torch.autograd.Function):
         return grad_x, None, None, None, *scalar_grads
 
     @staticmethod
-    def _block_backward(layout: tuple[Any, ...], coefs: list[list[Coef]], need: Sequence[bool], x: torch.Tensor,
-                        grads: Sequence[torch.Tensor], levels: Iterator[torch.Tensor], grad_x: torch.Tensor | None,
-                        work: list[torch.Tensor]) -> list[torch.Tensor | None]:
+    def _block_backward(layout: tuple[Any, ...], coefs: list[list[Coef]], neg_coefs: list[Coef], need: Sequence[bool],
+                        x: torch.Tensor, grads: Sequence[torch.Tensor], levels: Iterator[torch.Tensor],
+                        grad_x: torch.Tensor | None, work: list[torch.Tensor]) -> list[torch.Tensor | None]:
         """The backward on one block: writes x's gradient into ``grad_x`` (when given) and returns the block's
-        share of every scalar's gradient (a sum over elements). ``work``: :func:`_backward_maps` scratch maps."""
+        share of every scalar's gradient (a sum over elements). ``neg_coefs``: each mixture's :func:`_neg_coef`;
+        ``work``: :func:`_backward_maps` scratch maps."""
         alphas, kinds = layout
         per = len(need) // len(grads)
         rrelu_at = {i for i, _, _ in _rrelu_scales(layout)}
@@ -513,7 +516,7 @@ class _NodeMixture(torch.autograd.Function):
         above = below = relu6_sum = swish_sum = swish_scratch = None
         exp_sums: list[torch.Tensor | None] = [None] * len(alphas)
         scalar_grads: list[torch.Tensor | None] = [None] * len(need)
-        for m, (grad, c) in enumerate(zip(grads, coefs, strict=True)):
+        for m, (grad, c, neg_coef) in enumerate(zip(grads, coefs, neg_coefs, strict=True)):
             wanted = need[m * per:(m + 1) * per]
             found = scalar_grads[m * per:(m + 1) * per]
             if wanted[0]:
@@ -521,7 +524,7 @@ class _NodeMixture(torch.autograd.Function):
             grad_neg = _dot(grad, neg) if wanted[1] or any(wanted[i] for i in rrelu_at) else None
             found[1] = grad_neg if wanted[1] else None
             above = _accumulate(above, grad, c[0], spare)
-            below = _accumulate(below, grad, _neg_coef(layout, c), spare)
+            below = _accumulate(below, grad, neg_coef, spare)
             for j, alpha in enumerate(alphas):
                 if wanted[2 + j]:
                     found[2 + j] = _dot(grad, exp_m1[j])

@@ -2,7 +2,8 @@
 cache-sized blocks they work in.
 
 On CPU a fresh feature map costs more than the pass that fills it: its pages come new from the kernel, each
-with a fault and a zeroing, because glibc hands maps of this size back to the system when they are freed. One
+with a fault and a zeroing, because glibc gives maps of this size back to the system when they are freed (with
+its allocation thresholds raised through MALLOC_* variables, those faults disappear). One
 factorised search step takes about 80,000 such faults, nearly all in the mixtures' dozen temporaries per
 call. Those temporaries never leave the call (outputs and saved tensors are allocated as usual), so they can
 come from a small per-thread pool instead. CUDA's caching allocator already does this, so elsewhere a scratch
